@@ -1,0 +1,222 @@
+//! The `_schemas` topic as the registry's storage: one partition, read from
+//! the beginning into [`State`] by a background task, appended to by writes.
+//!
+//! Reads are served from memory. A write appends one record, then waits until
+//! the reader task has applied the log up to that record's offset, and looks
+//! at the state to see whether its claim won (see [`super::state`] for why
+//! the first claim in the log wins).
+
+use super::error::RegistryError;
+use super::log::{LogKey, SchemaValue};
+use super::state::{Apply, State};
+use crate::topics::ensure_topic;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How long a write waits for the broker and for its own record to be read back.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The Kafka-backed log and the state built from it.
+#[derive(Clone)]
+pub struct LogStore {
+    topic: Arc<str>,
+    producer: FutureProducer,
+    consumer: Arc<StreamConsumer>,
+    state: Arc<RwLock<State>>,
+    /// The offset of the next record to apply (everything below is applied).
+    position: watch::Receiver<i64>,
+}
+
+impl std::fmt::Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+fn store_error(error: impl std::fmt::Display) -> RegistryError {
+    RegistryError::Store(error.to_string())
+}
+
+impl LogStore {
+    /// Creates the topic if needed (one partition, compacted), starts the
+    /// reader, and returns once every record present at start is applied.
+    pub async fn open(brokers: &str, topic: &str) -> Result<Self, RegistryError> {
+        ensure_topic(
+            brokers,
+            topic,
+            1,
+            &[
+                ("cleanup.policy", "compact"),
+                ("min.compaction.lag.ms", "86400000"),
+            ],
+        )
+        .await
+        .map_err(store_error)?;
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "0")
+            .set("message.timeout.ms", "10000")
+            .create()
+            .map_err(store_error)?;
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", "schemas-registry-reader")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .set("fetch.wait.max.ms", "20")
+            .create()
+            .map_err(store_error)?;
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(topic, 0, Offset::Beginning)
+            .map_err(store_error)?;
+        consumer.assign(&assignment).map_err(store_error)?;
+        let (position_tx, position) = watch::channel(0i64);
+        let store = Self {
+            topic: topic.into(),
+            producer,
+            consumer: Arc::new(consumer),
+            state: Arc::new(RwLock::new(State::default())),
+            position,
+        };
+        tokio::spawn(store.clone().read_forever(position_tx));
+        store.catch_up().await?;
+        Ok(store)
+    }
+
+    /// The state, for reading. Hold the guard briefly: the reader task waits on it.
+    pub fn state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits until every record that was in the topic when this was called is applied.
+    pub async fn catch_up(&self) -> Result<(), RegistryError> {
+        let consumer = self.consumer.clone();
+        let topic = self.topic.clone();
+        let (_, high) = tokio::task::spawn_blocking(move || {
+            consumer.fetch_watermarks(&topic, 0, Duration::from_secs(10))
+        })
+        .await
+        .map_err(store_error)?
+        .map_err(store_error)?;
+        self.wait_applied(high - 1).await
+    }
+
+    /// Waits until the record at `offset` is applied.
+    pub async fn wait_applied(&self, offset: i64) -> Result<(), RegistryError> {
+        let mut position = self.position.clone();
+        tokio::time::timeout(WRITE_TIMEOUT, position.wait_for(|next| *next > offset))
+            .await
+            .map_err(|_| {
+                RegistryError::Timeout(format!(
+                    "the registry did not read back offset {offset} of '{}' within {WRITE_TIMEOUT:?}",
+                    self.topic
+                ))
+            })?
+            .map_err(|_| RegistryError::Store("the log reader stopped".into()))?;
+        Ok(())
+    }
+
+    /// Appends one record (`value: None` is a tombstone) and returns its offset
+    /// once the broker has acknowledged it.
+    pub async fn append(&self, key: &LogKey, value: Option<Vec<u8>>) -> Result<i64, RegistryError> {
+        let key = serde_json::to_vec(key).map_err(store_error)?;
+        let mut record = FutureRecord::<Vec<u8>, Vec<u8>>::to(&self.topic)
+            .key(&key)
+            .partition(0);
+        if let Some(value) = value.as_ref() {
+            record = record.payload(value);
+        }
+        let delivery = self
+            .producer
+            .send(record, WRITE_TIMEOUT)
+            .await
+            .map_err(|(error, _)| store_error(error))?;
+        Ok(delivery.offset)
+    }
+
+    /// Appends a SCHEMA record.
+    pub async fn append_schema(&self, value: &SchemaValue) -> Result<i64, RegistryError> {
+        let key = LogKey::schema(&value.subject, value.version);
+        self.append(&key, Some(serde_json::to_vec(value).map_err(store_error)?))
+            .await
+    }
+
+    /// Flushes the producer (on shutdown).
+    pub fn flush(&self) {
+        let _ = self.producer.flush(Duration::from_secs(5));
+    }
+
+    async fn read_forever(self, position: watch::Sender<i64>) {
+        // Keys whose latest record in the log was rejected, with the value to re-assert.
+        let mut needs_repair: HashMap<Vec<u8>, SchemaValue> = HashMap::new();
+        loop {
+            let message = match self.consumer.recv().await {
+                Ok(message) => message,
+                Err(error) => {
+                    tracing::warn!(topic = %self.topic, %error, "reading the schemas log failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            let key = message.key().unwrap_or_default().to_vec();
+            let outcome = {
+                let mut state = self
+                    .state
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                state.apply(&key, message.payload())
+            };
+            match outcome {
+                Apply::Applied => {
+                    needs_repair.remove(&key);
+                }
+                Apply::Ignored(reason) => {
+                    tracing::debug!(offset = message.offset(), %reason, "schemas log record ignored");
+                }
+                Apply::Rejected {
+                    reason, accepted, ..
+                } => {
+                    tracing::warn!(offset = message.offset(), %reason, "schemas log record rejected: an earlier record claimed the same id, schema or version");
+                    if let Some(accepted) = accepted {
+                        needs_repair.insert(key, accepted);
+                    }
+                }
+            }
+            let next = message.offset() + 1;
+            drop(message);
+            position.send_replace(next);
+            if !needs_repair.is_empty() && self.at_end(next) {
+                for (_, value) in needs_repair.drain() {
+                    if let Err(error) = self.append_schema(&value).await {
+                        tracing::warn!(%error, subject = %value.subject, version = value.version, "could not repair the schemas log; will retry when the key is rejected again");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Repairs wait until the reader has caught up with the log, so that a
+    /// repair already written later in the log is seen first.
+    fn at_end(&self, next: i64) -> bool {
+        match self
+            .consumer
+            .fetch_watermarks(&self.topic, 0, Duration::from_secs(5))
+        {
+            Ok((_, high)) => next >= high,
+            Err(_) => false,
+        }
+    }
+}

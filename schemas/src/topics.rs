@@ -1,0 +1,59 @@
+//! Creating Kafka topics through the admin API.
+//!
+//! Brokers that do not create topics on first use (tansu 0.6, or Kafka with
+//! `auto.create.topics.enable=false`) need this before the first produce.
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+use std::time::Duration;
+
+/// A topic could not be created.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "could not create Kafka topic '{topic}' on {brokers}: {reason}; check that the brokers are reachable and allow topic creation"
+)]
+pub struct TopicError {
+    /// The topic.
+    pub topic: String,
+    /// The bootstrap servers used.
+    pub brokers: String,
+    /// What the broker or client said.
+    pub reason: String,
+}
+
+/// Creates `topic` with `partitions` partitions and the given topic configs,
+/// unless it exists already (then it is left as it is).
+pub async fn ensure_topic(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> Result<(), TopicError> {
+    let fail = |reason: String| TopicError {
+        topic: topic.to_owned(),
+        brokers: brokers.to_owned(),
+        reason,
+    };
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(|error| fail(error.to_string()))?;
+    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (key, value) in configs {
+        new_topic = new_topic.set(key, value);
+    }
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics([&new_topic], &options)
+        .await
+        .map_err(|error| fail(error.to_string()))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => return Err(fail(code.to_string())),
+        }
+    }
+    Ok(())
+}
