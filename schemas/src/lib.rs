@@ -11,6 +11,7 @@
 //! Confluent-compatible registry with `schemas register --registry URL`.
 
 pub mod compat;
+pub mod transcode;
 pub mod registry;
 pub mod topics;
 pub mod wire;

@@ -1,0 +1,374 @@
+//! JSON → Avro, driven by the schema.
+//!
+//! Providers send JSON; topics hold Avro. The schema decides every
+//! conversion:
+//! - records: fields by name (or alias); a missing field takes its default,
+//!   or null where the field is a nullable union; unknown JSON fields are
+//!   left out (the envelope's `raw` keeps them);
+//! - unions: JSON null picks the null branch, anything else the first branch
+//!   it converts into;
+//! - numbers into the declared type (`int` range-checked, integral floats and
+//!   numeric strings accepted); scalars into `string` as their JSON text, and
+//!   objects/arrays into `string` as compact JSON;
+//! - `timestamp-millis`/`-micros` from unix seconds (numbers of 10^11 and above
+//!   are taken as milliseconds already) or RFC 3339 strings; `date` from
+//!   `YYYY-MM-DD` or days;
+//! - enums from their symbol, or the enum's default for an unknown symbol.
+//!
+//! Every error names the JSON pointer of the value that did not fit.
+
+use apache_avro::Schema;
+use apache_avro::types::Value;
+use serde_json::Value as Json;
+use std::collections::HashMap;
+
+/// A JSON value that does not fit the schema.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{pointer}: {message}")]
+pub struct TranscodeError {
+    /// JSON pointer to the value (`""` for the document).
+    pub pointer: String,
+    /// What was expected and found.
+    pub message: String,
+}
+
+/// Converts JSON documents into Avro values of one schema.
+#[derive(Debug, Clone)]
+pub struct Transcoder {
+    schema: Schema,
+    names: HashMap<String, Schema>,
+}
+
+fn fail<T>(pointer: &str, message: impl Into<String>) -> Result<T, TranscodeError> {
+    Err(TranscodeError { pointer: pointer.to_owned(), message: message.into() })
+}
+
+fn kind(json: &Json) -> &'static str {
+    match json {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}
+
+fn collect_names(schema: &Schema, names: &mut HashMap<String, Schema>) {
+    match schema {
+        Schema::Record(record) => {
+            names.insert(record.name.fullname(None), schema.clone());
+            for field in &record.fields {
+                collect_names(&field.schema, names);
+            }
+        }
+        Schema::Enum(e) => {
+            names.insert(e.name.fullname(None), schema.clone());
+        }
+        Schema::Fixed(f) => {
+            names.insert(f.name.fullname(None), schema.clone());
+        }
+        Schema::Array(a) => collect_names(&a.items, names),
+        Schema::Map(m) => collect_names(&m.types, names),
+        Schema::Union(u) => u.variants().iter().for_each(|v| collect_names(v, names)),
+        _ => {}
+    }
+}
+
+/// Whole milliseconds since the epoch from unix seconds, milliseconds or RFC 3339.
+pub fn epoch_millis(json: &Json) -> Option<i64> {
+    match json {
+        Json::Number(n) => {
+            let value = n.as_f64()?;
+            if value.abs() >= 1e11 { Some(value as i64) } else { Some((value * 1000.0).round() as i64) }
+        }
+        Json::String(s) => match s.trim().parse::<f64>() {
+            Ok(value) => epoch_millis(&Json::from(value)),
+            Err(_) => chrono::DateTime::parse_from_rfc3339(s.trim()).ok().map(|t| t.timestamp_millis()),
+        },
+        _ => None,
+    }
+}
+
+fn as_i64(json: &Json) -> Option<i64> {
+    match json {
+        Json::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18).map(|f| f as i64)),
+        Json::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn as_f64(json: &Json) -> Option<f64> {
+    match json {
+        Json::Number(n) => n.as_f64(),
+        Json::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+impl Transcoder {
+    /// A transcoder for `schema`.
+    pub fn new(schema: Schema) -> Self {
+        let mut names = HashMap::new();
+        collect_names(&schema, &mut names);
+        Self { schema, names }
+    }
+
+    /// The schema values are made for.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// Converts one JSON document.
+    pub fn transcode(&self, json: &Json) -> Result<Value, TranscodeError> {
+        self.convert(&self.schema, json, &mut String::new())
+    }
+
+    fn convert(&self, schema: &Schema, json: &Json, pointer: &mut String) -> Result<Value, TranscodeError> {
+        let mismatch = |pointer: &str, expected: &str| fail(pointer, format!("expected {expected}, found {}", kind(json)));
+        match schema {
+            Schema::Null => match json {
+                Json::Null => Ok(Value::Null),
+                _ => mismatch(pointer, "null"),
+            },
+            Schema::Boolean => match json {
+                Json::Bool(b) => Ok(Value::Boolean(*b)),
+                Json::String(s) if s == "true" || s == "false" => Ok(Value::Boolean(s == "true")),
+                _ => mismatch(pointer, "a boolean"),
+            },
+            Schema::Int => match as_i64(json) {
+                Some(n) => i32::try_from(n).map(Value::Int).or_else(|_| fail(pointer, format!("{n} does not fit in an int"))),
+                None => mismatch(pointer, "an integer"),
+            },
+            Schema::Long => as_i64(json).map(Value::Long).map_or_else(|| mismatch(pointer, "an integer"), Ok),
+            Schema::Float => as_f64(json).map(|f| Value::Float(f as f32)).map_or_else(|| mismatch(pointer, "a number"), Ok),
+            Schema::Double => as_f64(json).map(Value::Double).map_or_else(|| mismatch(pointer, "a number"), Ok),
+            Schema::String => match json {
+                Json::String(s) => Ok(Value::String(s.clone())),
+                Json::Null => mismatch(pointer, "a string"),
+                other => Ok(Value::String(other.to_string())),
+            },
+            Schema::Bytes => match json {
+                Json::String(s) => Ok(Value::Bytes(s.as_bytes().to_vec())),
+                _ => mismatch(pointer, "a string (for bytes)"),
+            },
+            Schema::Uuid(_) => match json {
+                Json::String(s) => match s.parse() {
+                    Ok(uuid) => Ok(Value::Uuid(uuid)),
+                    Err(_) => fail(pointer, format!("'{s}' is not a UUID")),
+                },
+                _ => mismatch(pointer, "a UUID string"),
+            },
+            Schema::TimestampMillis | Schema::LocalTimestampMillis => match epoch_millis(json) {
+                Some(ms) if matches!(schema, Schema::TimestampMillis) => Ok(Value::TimestampMillis(ms)),
+                Some(ms) => Ok(Value::LocalTimestampMillis(ms)),
+                None => mismatch(pointer, "unix seconds or an RFC 3339 timestamp"),
+            },
+            Schema::TimestampMicros | Schema::LocalTimestampMicros => match epoch_millis(json) {
+                Some(ms) if matches!(schema, Schema::TimestampMicros) => Ok(Value::TimestampMicros(ms * 1000)),
+                Some(ms) => Ok(Value::LocalTimestampMicros(ms * 1000)),
+                None => mismatch(pointer, "unix seconds or an RFC 3339 timestamp"),
+            },
+            Schema::Date => match json {
+                Json::String(s) => match chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d") {
+                    Ok(date) => Ok(Value::Date((date - chrono::NaiveDate::default()).num_days() as i32)),
+                    Err(_) => fail(pointer, format!("'{s}' is not a YYYY-MM-DD date")),
+                },
+                other => match as_i64(other).and_then(|d| i32::try_from(d).ok()) {
+                    Some(days) => Ok(Value::Date(days)),
+                    None => mismatch(pointer, "a YYYY-MM-DD date"),
+                },
+            },
+            Schema::Enum(e) => match json {
+                Json::String(s) => match e.symbols.iter().position(|x| x == s) {
+                    Some(i) => Ok(Value::Enum(i as u32, s.clone())),
+                    None => match e.default.as_ref().and_then(|d| e.symbols.iter().position(|x| x == d).map(|i| (i, d))) {
+                        Some((i, d)) => Ok(Value::Enum(i as u32, d.clone())),
+                        None => fail(pointer, format!("'{s}' is not one of {:?} and the enum has no default", e.symbols)),
+                    },
+                },
+                _ => mismatch(pointer, "an enum symbol string"),
+            },
+            Schema::Fixed(f) => match json {
+                Json::String(s) if s.len() == f.size => Ok(Value::Fixed(f.size, s.as_bytes().to_vec())),
+                _ => mismatch(pointer, &format!("a string of exactly {} bytes", f.size)),
+            },
+            Schema::Array(a) => match json {
+                Json::Array(items) => {
+                    let mut out = Vec::with_capacity(items.len());
+                    for (i, item) in items.iter().enumerate() {
+                        let len = pointer.len();
+                        pointer.push_str(&format!("/{i}"));
+                        out.push(self.convert(&a.items, item, pointer)?);
+                        pointer.truncate(len);
+                    }
+                    Ok(Value::Array(out))
+                }
+                _ => mismatch(pointer, "an array"),
+            },
+            Schema::Map(m) => match json {
+                Json::Object(entries) => {
+                    let mut out = HashMap::with_capacity(entries.len());
+                    for (key, item) in entries {
+                        let len = pointer.len();
+                        push_token(pointer, key);
+                        out.insert(key.clone(), self.convert(&m.types, item, pointer)?);
+                        pointer.truncate(len);
+                    }
+                    Ok(Value::Map(out))
+                }
+                _ => mismatch(pointer, "an object"),
+            },
+            Schema::Union(u) => {
+                let variants = u.variants();
+                if json.is_null() {
+                    return match variants.iter().position(|v| matches!(v, Schema::Null)) {
+                        Some(i) => Ok(Value::Union(i as u32, Box::new(Value::Null))),
+                        None => mismatch(pointer, "a value (the union has no null branch)"),
+                    };
+                }
+                let mut first_error = None;
+                for (i, variant) in variants.iter().enumerate().filter(|(_, v)| !matches!(v, Schema::Null)) {
+                    match self.convert(variant, json, pointer) {
+                        Ok(value) => return Ok(Value::Union(i as u32, Box::new(value))),
+                        Err(error) => {
+                            first_error.get_or_insert(error);
+                        }
+                    }
+                }
+                Err(first_error.unwrap_or_else(|| TranscodeError { pointer: pointer.clone(), message: "empty union".into() }))
+            }
+            Schema::Record(record) => {
+                let Json::Object(object) = json else { return mismatch(pointer, "an object") };
+                let mut fields = Vec::with_capacity(record.fields.len());
+                for field in &record.fields {
+                    let found = object
+                        .get(&field.name)
+                        .or_else(|| field.aliases.iter().find_map(|alias| object.get(alias)));
+                    let len = pointer.len();
+                    push_token(pointer, &field.name);
+                    let value = match (found, &field.default) {
+                        (Some(value), _) => self.convert(&field.schema, value, pointer)?,
+                        (None, Some(default)) => self.convert(&field.schema, default, pointer)?,
+                        (None, None) => match self.convert(&field.schema, &Json::Null, pointer) {
+                            Ok(value) => value,
+                            Err(_) => return fail(pointer, "required field is missing (give it a default in the schema if it is optional)"),
+                        },
+                    };
+                    pointer.truncate(len);
+                    fields.push((field.name.clone(), value));
+                }
+                Ok(Value::Record(fields))
+            }
+            Schema::Ref { name } => match self.names.get(&name.fullname(None)) {
+                Some(named) => self.convert(named, json, pointer),
+                None => fail(pointer, format!("the schema refers to unknown type {}", name.fullname(None))),
+            },
+            other => fail(pointer, format!("schema type {other:?} is not supported by the JSON transcoder; use long, double or string")),
+        }
+    }
+}
+
+fn push_token(pointer: &mut String, token: &str) {
+    pointer.push('/');
+    for c in token.chars() {
+        match c {
+            '~' => pointer.push_str("~0"),
+            '/' => pointer.push_str("~1"),
+            c => pointer.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn transcoder(schema: Json) -> Transcoder {
+        Transcoder::new(Schema::parse(&schema).expect("schema"))
+    }
+
+    fn round_trip(t: &Transcoder, value: Value) -> Value {
+        let bytes = crate::wire::encode_avro(t.schema(), value).expect("value fits its schema");
+        crate::wire::decode_avro(t.schema(), &bytes).expect("decodes")
+    }
+
+    #[test]
+    fn nested_records_unions_arrays_maps_enums_defaults_and_timestamps() {
+        let t = transcoder(json!({"type":"record","name":"Order","namespace":"t","fields":[
+            {"name":"id","type":"string"},
+            {"name":"amount","type":"long"},
+            {"name":"ratio","type":"double"},
+            {"name":"created","type":{"type":"long","logicalType":"timestamp-millis"}},
+            {"name":"updated","type":{"type":"long","logicalType":"timestamp-micros"}},
+            {"name":"status","type":{"type":"enum","name":"Status","symbols":["open","paid","other"],"default":"other"}},
+            {"name":"note","type":["null","string"],"default":null},
+            {"name":"customer","type":["null",{"type":"record","name":"Customer","fields":[
+                {"name":"email","type":"string"},{"name":"vip","type":"boolean","default":false}]}],"default":null},
+            {"name":"lines","type":{"type":"array","items":{"type":"record","name":"Line","fields":[
+                {"name":"sku","type":"string"},{"name":"qty","type":"int"}]}}},
+            {"name":"metadata","type":{"type":"map","values":"string"},"default":{}},
+            {"name":"previous","type":["null","Customer"],"default":null},
+            {"name":"shipped_on","type":["null",{"type":"int","logicalType":"date"}],"default":null}
+        ]}));
+        let value = t.transcode(&json!({
+            "id": 42, "amount": "1999", "ratio": 1, "created": 1763799997,
+            "updated": "2025-11-22T10:00:00Z", "status": "refunded_partially",
+            "customer": {"email": "a@b.c"},
+            "lines": [{"sku": "x", "qty": 2.0}],
+            "previous": {"email": "old@b.c", "vip": true},
+            "shipped_on": "2025-11-23",
+            "unknown_field": {"kept": "in raw, not here"}
+        })).expect("transcodes");
+        let Value::Record(fields) = round_trip(&t, value) else { panic!("record") };
+        let get = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).expect(name);
+        assert_eq!(get("id"), Value::String("42".into()));
+        assert_eq!(get("amount"), Value::Long(1999));
+        assert_eq!(get("ratio"), Value::Double(1.0));
+        assert_eq!(get("created"), Value::TimestampMillis(1_763_799_997_000));
+        assert_eq!(get("updated"), Value::TimestampMicros(1_763_805_600_000_000));
+        assert_eq!(get("status"), Value::Enum(2, "other".into()), "unknown symbol takes the enum default");
+        assert_eq!(get("note"), Value::Union(0, Box::new(Value::Null)));
+        assert_eq!(
+            get("customer"),
+            Value::Union(1, Box::new(Value::Record(vec![("email".into(), Value::String("a@b.c".into())), ("vip".into(), Value::Boolean(false))])))
+        );
+        assert_eq!(get("lines"), Value::Array(vec![Value::Record(vec![("sku".into(), Value::String("x".into())), ("qty".into(), Value::Int(2))])]));
+        assert_eq!(get("metadata"), Value::Map(HashMap::new()));
+        assert!(matches!(get("previous"), Value::Union(1, _)), "named-type reference resolves");
+        assert_eq!(get("shipped_on"), Value::Union(1, Box::new(Value::Date(20415))));
+    }
+
+    #[test]
+    fn errors_name_the_pointer() {
+        let t = transcoder(json!({"type":"record","name":"R","fields":[
+            {"name":"data","type":{"type":"record","name":"D","fields":[
+                {"name":"items","type":{"type":"array","items":"int"}},
+                {"name":"must","type":"string"}]}}]}));
+        let error = t.transcode(&json!({"data": {"items": [1, "two"], "must": "x"}})).expect_err("bad int");
+        assert_eq!(error.pointer, "/data/items/1");
+        let error = t.transcode(&json!({"data": {"items": []}})).expect_err("missing");
+        assert_eq!(error.pointer, "/data/must");
+        assert!(error.message.contains("missing"));
+        let error = t.transcode(&json!({"data": {"items": [3_000_000_000i64], "must": "x"}})).expect_err("range");
+        assert!(error.message.contains("does not fit"), "{error}");
+        assert!(t.transcode(&json!([1])).is_err());
+    }
+
+    #[test]
+    fn timestamps_from_seconds_millis_and_rfc3339() {
+        assert_eq!(epoch_millis(&json!(1_700_000_000)), Some(1_700_000_000_000));
+        assert_eq!(epoch_millis(&json!(1_700_000_000_123i64)), Some(1_700_000_000_123));
+        assert_eq!(epoch_millis(&json!("2023-11-14T22:13:20+00:00")), Some(1_700_000_000_000));
+        assert_eq!(epoch_millis(&json!("2023-11-14T17:13:20.5-05:00")), Some(1_700_000_000_500));
+        assert_eq!(epoch_millis(&json!("yesterday")), None);
+    }
+
+    #[test]
+    fn objects_into_string_fields_become_compact_json() {
+        let t = transcoder(json!({"type":"record","name":"R","fields":[{"name":"blob","type":"string"}]}));
+        let value = t.transcode(&json!({"blob": {"a": [1, 2]}})).expect("transcodes");
+        assert_eq!(value, Value::Record(vec![("blob".into(), Value::String(r#"{"a":[1,2]}"#.into()))]));
+    }
+}
