@@ -61,24 +61,15 @@ impl CompatibilityLevel {
     }
 
     fn transitive(self) -> bool {
-        matches!(
-            self,
-            Self::BackwardTransitive | Self::ForwardTransitive | Self::FullTransitive
-        )
+        matches!(self, Self::BackwardTransitive | Self::ForwardTransitive | Self::FullTransitive)
     }
 
     fn backward(self) -> bool {
-        matches!(
-            self,
-            Self::Backward | Self::BackwardTransitive | Self::Full | Self::FullTransitive
-        )
+        matches!(self, Self::Backward | Self::BackwardTransitive | Self::Full | Self::FullTransitive)
     }
 
     fn forward(self) -> bool {
-        matches!(
-            self,
-            Self::Forward | Self::ForwardTransitive | Self::Full | Self::FullTransitive
-        )
+        matches!(self, Self::Forward | Self::ForwardTransitive | Self::Full | Self::FullTransitive)
     }
 }
 
@@ -119,14 +110,8 @@ pub struct Incompatibility {
 impl fmt::Display for Incompatibility {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (reader, writer) = match self.direction {
-            "backward" => (
-                "the new schema".to_owned(),
-                format!("version {}", self.version),
-            ),
-            _ => (
-                format!("version {}", self.version),
-                "the new schema".to_owned(),
-            ),
+            "backward" => ("the new schema".to_owned(), format!("version {}", self.version)),
+            _ => (format!("version {}", self.version), "the new schema".to_owned()),
         };
         write!(
             f,
@@ -159,35 +144,20 @@ fn can_read(writer: &Schema, reader: &Schema) -> Result<(), String> {
 
 /// Checks `new` against the earlier versions of a subject, given oldest first
 /// as `(version, schema)`, under `level`. Returns every clash found (empty: compatible).
-pub fn check(
-    level: CompatibilityLevel,
-    new: &Schema,
-    earlier: &[(u32, &Schema)],
-) -> Vec<Incompatibility> {
-    let against: &[(u32, &Schema)] = if level.transitive() {
-        earlier
-    } else {
-        earlier.last().map(std::slice::from_ref).unwrap_or(&[])
-    };
+pub fn check(level: CompatibilityLevel, new: &Schema, earlier: &[(u32, &Schema)]) -> Vec<Incompatibility> {
+    let against: &[(u32, &Schema)] =
+        if level.transitive() { earlier } else { earlier.last().map(std::slice::from_ref).unwrap_or(&[]) };
     let mut clashes = Vec::new();
     for &(version, old) in against.iter().rev() {
         if level.backward()
             && let Err(reason) = can_read(old, new)
         {
-            clashes.push(Incompatibility {
-                version,
-                direction: "backward",
-                reason,
-            });
+            clashes.push(Incompatibility { version, direction: "backward", reason });
         }
         if level.forward()
             && let Err(reason) = can_read(new, old)
         {
-            clashes.push(Incompatibility {
-                version,
-                direction: "forward",
-                reason,
-            });
+            clashes.push(Incompatibility { version, direction: "forward", reason });
         }
     }
     clashes
@@ -198,19 +168,14 @@ mod tests {
     use super::*;
 
     fn schema(fields: &str) -> Schema {
-        Schema::parse_str(&format!(
-            r#"{{"type":"record","name":"Customer","namespace":"t","fields":[{fields}]}}"#
-        ))
-        .expect("test schema parses")
+        Schema::parse_str(&format!(r#"{{"type":"record","name":"Customer","namespace":"t","fields":[{fields}]}}"#))
+            .expect("test schema parses")
     }
 
     #[test]
     fn level_names_round_trip() {
         for level in CompatibilityLevel::ALL {
-            assert_eq!(
-                level.as_str().parse::<CompatibilityLevel>().ok(),
-                Some(level)
-            );
+            assert_eq!(level.as_str().parse::<CompatibilityLevel>().ok(), Some(level));
             let json = serde_json::to_string(&level).expect("serialize");
             assert_eq!(json, format!("\"{}\"", level.as_str()));
         }
@@ -235,9 +200,7 @@ mod tests {
     #[test]
     fn optional_field_with_default_is_fully_compatible() {
         let v1 = schema(r#"{"name":"id","type":"string"}"#);
-        let v2 = schema(
-            r#"{"name":"id","type":"string"},{"name":"email","type":["null","string"],"default":null}"#,
-        );
+        let v2 = schema(r#"{"name":"id","type":"string"},{"name":"email","type":["null","string"],"default":null}"#);
         assert!(check(CompatibilityLevel::FullTransitive, &v2, &[(1, &v1)]).is_empty());
     }
 
@@ -261,10 +224,6 @@ mod tests {
         let v2 = schema(r#"{"name":"amount","type":"int"}"#);
         let clashes = check(CompatibilityLevel::Backward, &v2, &[(1, &v1)]);
         assert_eq!(clashes.len(), 1, "long → int cannot be read");
-        assert!(
-            clashes[0].reason.contains("amount"),
-            "{}",
-            clashes[0].reason
-        );
+        assert!(clashes[0].reason.contains("amount"), "{}", clashes[0].reason);
     }
 }

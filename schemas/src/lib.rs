@@ -10,10 +10,13 @@
 //! 127.0.0.1:9092`; check the catalog with `schemas check`; push it to any
 //! Confluent-compatible registry with `schemas register --registry URL`.
 
+pub mod catalog;
+pub mod client;
 pub mod compat;
-pub mod transcode;
+pub mod envelope;
 pub mod registry;
 pub mod topics;
+pub mod transcode;
 pub mod wire;
 
 use apache_avro::Schema;

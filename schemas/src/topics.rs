@@ -31,24 +31,15 @@ pub async fn ensure_topic(
     partitions: i32,
     configs: &[(&str, &str)],
 ) -> Result<(), TopicError> {
-    let fail = |reason: String| TopicError {
-        topic: topic.to_owned(),
-        brokers: brokers.to_owned(),
-        reason,
-    };
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .map_err(|error| fail(error.to_string()))?;
+    let fail = |reason: String| TopicError { topic: topic.to_owned(), brokers: brokers.to_owned(), reason };
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).create().map_err(|error| fail(error.to_string()))?;
     let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     for (key, value) in configs {
         new_topic = new_topic.set(key, value);
     }
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = admin
-        .create_topics([&new_topic], &options)
-        .await
-        .map_err(|error| fail(error.to_string()))?;
+    let results = admin.create_topics([&new_topic], &options).await.map_err(|error| fail(error.to_string()))?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

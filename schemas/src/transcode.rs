@@ -92,7 +92,9 @@ pub fn epoch_millis(json: &Json) -> Option<i64> {
 
 fn as_i64(json: &Json) -> Option<i64> {
     match json {
-        Json::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18).map(|f| f as i64)),
+        Json::Number(n) => {
+            n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18).map(|f| f as i64))
+        }
         Json::String(s) => s.trim().parse().ok(),
         _ => None,
     }
@@ -125,7 +127,8 @@ impl Transcoder {
     }
 
     fn convert(&self, schema: &Schema, json: &Json, pointer: &mut String) -> Result<Value, TranscodeError> {
-        let mismatch = |pointer: &str, expected: &str| fail(pointer, format!("expected {expected}, found {}", kind(json)));
+        let mismatch =
+            |pointer: &str, expected: &str| fail(pointer, format!("expected {expected}, found {}", kind(json)));
         match schema {
             Schema::Null => match json {
                 Json::Null => Ok(Value::Null),
@@ -137,11 +140,15 @@ impl Transcoder {
                 _ => mismatch(pointer, "a boolean"),
             },
             Schema::Int => match as_i64(json) {
-                Some(n) => i32::try_from(n).map(Value::Int).or_else(|_| fail(pointer, format!("{n} does not fit in an int"))),
+                Some(n) => {
+                    i32::try_from(n).map(Value::Int).or_else(|_| fail(pointer, format!("{n} does not fit in an int")))
+                }
                 None => mismatch(pointer, "an integer"),
             },
             Schema::Long => as_i64(json).map(Value::Long).map_or_else(|| mismatch(pointer, "an integer"), Ok),
-            Schema::Float => as_f64(json).map(|f| Value::Float(f as f32)).map_or_else(|| mismatch(pointer, "a number"), Ok),
+            Schema::Float => {
+                as_f64(json).map(|f| Value::Float(f as f32)).map_or_else(|| mismatch(pointer, "a number"), Ok)
+            }
             Schema::Double => as_f64(json).map(Value::Double).map_or_else(|| mismatch(pointer, "a number"), Ok),
             Schema::String => match json {
                 Json::String(s) => Ok(Value::String(s.clone())),
@@ -182,10 +189,15 @@ impl Transcoder {
             Schema::Enum(e) => match json {
                 Json::String(s) => match e.symbols.iter().position(|x| x == s) {
                     Some(i) => Ok(Value::Enum(i as u32, s.clone())),
-                    None => match e.default.as_ref().and_then(|d| e.symbols.iter().position(|x| x == d).map(|i| (i, d))) {
-                        Some((i, d)) => Ok(Value::Enum(i as u32, d.clone())),
-                        None => fail(pointer, format!("'{s}' is not one of {:?} and the enum has no default", e.symbols)),
-                    },
+                    None => {
+                        match e.default.as_ref().and_then(|d| e.symbols.iter().position(|x| x == d).map(|i| (i, d))) {
+                            Some((i, d)) => Ok(Value::Enum(i as u32, d.clone())),
+                            None => fail(
+                                pointer,
+                                format!("'{s}' is not one of {:?} and the enum has no default", e.symbols),
+                            ),
+                        }
+                    }
                 },
                 _ => mismatch(pointer, "an enum symbol string"),
             },
@@ -236,15 +248,15 @@ impl Transcoder {
                         }
                     }
                 }
-                Err(first_error.unwrap_or_else(|| TranscodeError { pointer: pointer.clone(), message: "empty union".into() }))
+                Err(first_error
+                    .unwrap_or_else(|| TranscodeError { pointer: pointer.clone(), message: "empty union".into() }))
             }
             Schema::Record(record) => {
                 let Json::Object(object) = json else { return mismatch(pointer, "an object") };
                 let mut fields = Vec::with_capacity(record.fields.len());
                 for field in &record.fields {
-                    let found = object
-                        .get(&field.name)
-                        .or_else(|| field.aliases.iter().find_map(|alias| object.get(alias)));
+                    let found =
+                        object.get(&field.name).or_else(|| field.aliases.iter().find_map(|alias| object.get(alias)));
                     let len = pointer.len();
                     push_token(pointer, &field.name);
                     let value = match (found, &field.default) {
@@ -252,7 +264,12 @@ impl Transcoder {
                         (None, Some(default)) => self.convert(&field.schema, default, pointer)?,
                         (None, None) => match self.convert(&field.schema, &Json::Null, pointer) {
                             Ok(value) => value,
-                            Err(_) => return fail(pointer, "required field is missing (give it a default in the schema if it is optional)"),
+                            Err(_) => {
+                                return fail(
+                                    pointer,
+                                    "required field is missing (give it a default in the schema if it is optional)",
+                                );
+                            }
                         },
                     };
                     pointer.truncate(len);
@@ -264,7 +281,10 @@ impl Transcoder {
                 Some(named) => self.convert(named, json, pointer),
                 None => fail(pointer, format!("the schema refers to unknown type {}", name.fullname(None))),
             },
-            other => fail(pointer, format!("schema type {other:?} is not supported by the JSON transcoder; use long, double or string")),
+            other => fail(
+                pointer,
+                format!("schema type {other:?} is not supported by the JSON transcoder; use long, double or string"),
+            ),
         }
     }
 }
@@ -312,15 +332,17 @@ mod tests {
             {"name":"previous","type":["null","Customer"],"default":null},
             {"name":"shipped_on","type":["null",{"type":"int","logicalType":"date"}],"default":null}
         ]}));
-        let value = t.transcode(&json!({
-            "id": 42, "amount": "1999", "ratio": 1, "created": 1763799997,
-            "updated": "2025-11-22T10:00:00Z", "status": "refunded_partially",
-            "customer": {"email": "a@b.c"},
-            "lines": [{"sku": "x", "qty": 2.0}],
-            "previous": {"email": "old@b.c", "vip": true},
-            "shipped_on": "2025-11-23",
-            "unknown_field": {"kept": "in raw, not here"}
-        })).expect("transcodes");
+        let value = t
+            .transcode(&json!({
+                "id": 42, "amount": "1999", "ratio": 1, "created": 1763799997,
+                "updated": "2025-11-22T10:00:00Z", "status": "refunded_partially",
+                "customer": {"email": "a@b.c"},
+                "lines": [{"sku": "x", "qty": 2.0}],
+                "previous": {"email": "old@b.c", "vip": true},
+                "shipped_on": "2025-11-23",
+                "unknown_field": {"kept": "in raw, not here"}
+            }))
+            .expect("transcodes");
         let Value::Record(fields) = round_trip(&t, value) else { panic!("record") };
         let get = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).expect(name);
         assert_eq!(get("id"), Value::String("42".into()));
@@ -332,9 +354,21 @@ mod tests {
         assert_eq!(get("note"), Value::Union(0, Box::new(Value::Null)));
         assert_eq!(
             get("customer"),
-            Value::Union(1, Box::new(Value::Record(vec![("email".into(), Value::String("a@b.c".into())), ("vip".into(), Value::Boolean(false))])))
+            Value::Union(
+                1,
+                Box::new(Value::Record(vec![
+                    ("email".into(), Value::String("a@b.c".into())),
+                    ("vip".into(), Value::Boolean(false))
+                ]))
+            )
         );
-        assert_eq!(get("lines"), Value::Array(vec![Value::Record(vec![("sku".into(), Value::String("x".into())), ("qty".into(), Value::Int(2))])]));
+        assert_eq!(
+            get("lines"),
+            Value::Array(vec![Value::Record(vec![
+                ("sku".into(), Value::String("x".into())),
+                ("qty".into(), Value::Int(2))
+            ])])
+        );
         assert_eq!(get("metadata"), Value::Map(HashMap::new()));
         assert!(matches!(get("previous"), Value::Union(1, _)), "named-type reference resolves");
         assert_eq!(get("shipped_on"), Value::Union(1, Box::new(Value::Date(20415))));

@@ -47,12 +47,18 @@ pub fn unframe(record: &[u8]) -> Result<(SchemaId, &[u8]), WireError> {
 }
 
 /// Avro binary encoding of `value` (no header), validated against `schema`.
-pub fn encode_avro(schema: &apache_avro::Schema, value: apache_avro::types::Value) -> Result<Vec<u8>, apache_avro::Error> {
+pub fn encode_avro(
+    schema: &apache_avro::Schema,
+    value: apache_avro::types::Value,
+) -> Result<Vec<u8>, apache_avro::Error> {
     apache_avro::writer::datum::GenericDatumWriter::builder(schema).build()?.write_value_to_vec(value)
 }
 
 /// Decodes an Avro body (no header) written with `schema`.
-pub fn decode_avro(schema: &apache_avro::Schema, mut body: &[u8]) -> Result<apache_avro::types::Value, apache_avro::Error> {
+pub fn decode_avro(
+    schema: &apache_avro::Schema,
+    mut body: &[u8],
+) -> Result<apache_avro::types::Value, apache_avro::Error> {
     apache_avro::reader::datum::GenericDatumReader::builder(schema).build()?.read_value(&mut body)
 }
 

@@ -35,39 +35,23 @@ struct Client {
 
 impl Client {
     fn new(base: &str) -> Self {
-        Self {
-            http: reqwest::Client::new(),
-            base: base.to_owned(),
-        }
+        Self { http: reqwest::Client::new(), base: base.to_owned() }
     }
 
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(body) = body {
-            request = request
-                .header("content-type", CONTENT_TYPE)
-                .body(body.to_string());
+            request = request.header("content-type", CONTENT_TYPE).body(body.to_string());
         }
         let response = request.send().await.expect("registry answers");
         let status = response.status();
         assert_eq!(
-            response
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok()),
+            response.headers().get("content-type").and_then(|v| v.to_str().ok()),
             Some(CONTENT_TYPE),
             "{path} answers with the registry media type"
         );
         let text = response.text().await.expect("body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     async fn get(&self, path: &str) -> (StatusCode, Value) {
@@ -92,27 +76,18 @@ impl Client {
             .await
             .expect("registry answers");
         let status = response.status();
-        (
-            status,
-            response.json().await.expect("error bodies are JSON"),
-        )
+        (status, response.json().await.expect("error bodies are JSON"))
     }
 }
 
 fn error_code(body: &Value) -> i64 {
-    body["error_code"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no error_code in {body}"))
+    body["error_code"].as_i64().unwrap_or_else(|| panic!("no error_code in {body}"))
 }
 
 async fn start(broker: &Broker, topic: &str) -> RunningRegistry {
-    RunningRegistry::start(
-        &broker.bootstrap(),
-        topic,
-        "127.0.0.1:0".parse().expect("addr"),
-    )
-    .await
-    .expect("registry starts")
+    RunningRegistry::start(&broker.bootstrap(), topic, "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("registry starts")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -122,86 +97,43 @@ async fn every_endpoint_and_error_code() {
     let c = Client::new(&registry.url);
 
     assert_eq!(c.get("/subjects").await, (StatusCode::OK, json!([])));
-    assert_eq!(
-        c.get("/schemas/types").await,
-        (StatusCode::OK, json!(["AVRO"]))
-    );
-    assert_eq!(
-        c.get("/config").await,
-        (StatusCode::OK, json!({"compatibilityLevel": "BACKWARD"}))
-    );
+    assert_eq!(c.get("/schemas/types").await, (StatusCode::OK, json!(["AVRO"])));
+    assert_eq!(c.get("/config").await, (StatusCode::OK, json!({"compatibilityLevel": "BACKWARD"})));
 
     // Register, then again: same id. Same schema, other subject: same id.
-    let (status, body) = c
-        .post(
-            "/subjects/customers-value/versions",
-            json!({"schema": customer_v1()}),
-        )
-        .await;
+    let (status, body) = c.post("/subjects/customers-value/versions", json!({"schema": customer_v1()})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let id1 = body["id"].as_i64().expect("id");
     let with_whitespace =
-        serde_json::to_string_pretty(&serde_json::from_str::<Value>(&customer_v1()).expect("json"))
-            .expect("pretty");
+        serde_json::to_string_pretty(&serde_json::from_str::<Value>(&customer_v1()).expect("json")).expect("pretty");
     assert_eq!(
-        c.post(
-            "/subjects/customers-value/versions",
-            json!({"schema": with_whitespace})
-        )
-        .await
-        .1["id"],
+        c.post("/subjects/customers-value/versions", json!({"schema": with_whitespace})).await.1["id"],
         json!(id1)
     );
     assert_eq!(
-        c.post(
-            "/subjects/other-value/versions",
-            json!({"schema": customer_v1(), "schemaType": "AVRO"})
-        )
-        .await
-        .1["id"],
+        c.post("/subjects/other-value/versions", json!({"schema": customer_v1(), "schemaType": "AVRO"})).await.1["id"],
         json!(id1)
     );
-    assert_eq!(
-        c.get("/subjects/customers-value/versions").await.1,
-        json!([1])
-    );
+    assert_eq!(c.get("/subjects/customers-value/versions").await.1, json!([1]));
 
-    let (status, body) = c
-        .post(
-            "/subjects/customers-value/versions",
-            json!({"schema": customer_v2()}),
-        )
-        .await;
+    let (status, body) = c.post("/subjects/customers-value/versions", json!({"schema": customer_v2()})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let id2 = body["id"].as_i64().expect("id");
     assert_ne!(id1, id2);
-    assert_eq!(
-        c.get("/subjects").await.1,
-        json!(["customers-value", "other-value"])
-    );
-    assert_eq!(
-        c.get("/subjects/customers-value/versions").await.1,
-        json!([1, 2])
-    );
+    assert_eq!(c.get("/subjects").await.1, json!(["customers-value", "other-value"]));
+    assert_eq!(c.get("/subjects/customers-value/versions").await.1, json!([1, 2]));
 
     let (status, latest) = c.get("/subjects/customers-value/versions/latest").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
-        (
-            latest["subject"].clone(),
-            latest["version"].clone(),
-            latest["id"].clone()
-        ),
+        (latest["subject"].clone(), latest["version"].clone(), latest["id"].clone()),
         (json!("customers-value"), json!(2), json!(id2))
     );
     let v1 = c.get("/subjects/customers-value/versions/1").await.1;
     assert_eq!(v1["id"], json!(id1));
     let raw = c.get("/subjects/customers-value/versions/1/schema").await.1;
     assert_eq!(raw["name"], json!("Customer"));
-    assert_eq!(
-        c.get("/subjects/customers-value/versions/-1").await.1["version"],
-        json!(2)
-    );
+    assert_eq!(c.get("/subjects/customers-value/versions/-1").await.1["version"], json!(2));
 
     let by_id = c.get(&format!("/schemas/ids/{id2}")).await.1;
     let text = by_id["schema"].as_str().expect("schema string");
@@ -212,20 +144,9 @@ async fn every_endpoint_and_error_code() {
     );
 
     // Lookup.
-    let found = c
-        .post(
-            "/subjects/customers-value",
-            json!({"schema": customer_v2()}),
-        )
-        .await
-        .1;
-    assert_eq!(
-        (found["version"].clone(), found["id"].clone()),
-        (json!(2), json!(id2))
-    );
-    let (status, body) = c
-        .post("/subjects/other-value", json!({"schema": customer_v2()}))
-        .await;
+    let found = c.post("/subjects/customers-value", json!({"schema": customer_v2()})).await.1;
+    assert_eq!((found["version"].clone(), found["id"].clone()), (json!(2), json!(id2)));
+    let (status, body) = c.post("/subjects/other-value", json!({"schema": customer_v2()})).await;
     assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, 40403));
 
     // Compatibility.
@@ -237,84 +158,34 @@ async fn every_endpoint_and_error_code() {
         .await
         .1;
     assert_eq!(check["is_compatible"], json!(false));
-    assert!(
-        check["messages"][0]
-            .as_str()
-            .expect("message")
-            .contains("tier"),
-        "{check}"
-    );
-    let check = c
-        .post(
-            "/compatibility/subjects/customers-value/versions/1",
-            json!({"schema": customer_v2()}),
-        )
-        .await
-        .1;
+    assert!(check["messages"][0].as_str().expect("message").contains("tier"), "{check}");
+    let check = c.post("/compatibility/subjects/customers-value/versions/1", json!({"schema": customer_v2()})).await.1;
     assert_eq!(check, json!({"is_compatible": true}));
-    let (status, body) = c
-        .post(
-            "/subjects/customers-value/versions",
-            json!({"schema": customer_breaking()}),
-        )
-        .await;
-    assert_eq!(
-        (status, error_code(&body)),
-        (StatusCode::CONFLICT, 409),
-        "{body}"
-    );
+    let (status, body) = c.post("/subjects/customers-value/versions", json!({"schema": customer_breaking()})).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::CONFLICT, 409), "{body}");
     assert!(body["message"].as_str().expect("message").contains("tier"));
 
     // Config, global and per subject.
+    assert_eq!(c.get("/config/customers-value").await.1["error_code"], json!(40408));
     assert_eq!(
-        c.get("/config/customers-value").await.1["error_code"],
-        json!(40408)
-    );
-    assert_eq!(
-        c.get("/config/customers-value?defaultToGlobal=true")
-            .await
-            .1,
+        c.get("/config/customers-value?defaultToGlobal=true").await.1,
         json!({"compatibilityLevel": "BACKWARD"})
     );
     assert_eq!(
-        c.put("/config/customers-value", json!({"compatibility": "NONE"}))
-            .await,
+        c.put("/config/customers-value", json!({"compatibility": "NONE"})).await,
         (StatusCode::OK, json!({"compatibility": "NONE"}))
     );
+    assert_eq!(c.get("/config/customers-value").await.1, json!({"compatibilityLevel": "NONE"}));
+    let (status, body) = c.post("/subjects/customers-value/versions", json!({"schema": customer_breaking()})).await;
+    assert_eq!(status, StatusCode::OK, "NONE lets an incompatible version in: {body}");
+    assert_eq!(c.delete("/config/customers-value").await.1, json!({"compatibilityLevel": "NONE"}));
     assert_eq!(
-        c.get("/config/customers-value").await.1,
-        json!({"compatibilityLevel": "NONE"})
-    );
-    let (status, body) = c
-        .post(
-            "/subjects/customers-value/versions",
-            json!({"schema": customer_breaking()}),
-        )
-        .await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "NONE lets an incompatible version in: {body}"
-    );
-    assert_eq!(
-        c.delete("/config/customers-value").await.1,
-        json!({"compatibilityLevel": "NONE"})
-    );
-    assert_eq!(
-        c.put("/config", json!({"compatibility": "FULL_TRANSITIVE"}))
-            .await
-            .1,
+        c.put("/config", json!({"compatibility": "FULL_TRANSITIVE"})).await.1,
         json!({"compatibility": "FULL_TRANSITIVE"})
     );
-    assert_eq!(
-        c.get("/config").await.1,
-        json!({"compatibilityLevel": "FULL_TRANSITIVE"})
-    );
+    assert_eq!(c.get("/config").await.1, json!({"compatibilityLevel": "FULL_TRANSITIVE"}));
     let (status, body) = c.put("/config", json!({"compatibility": "SIDEWAYS"})).await;
-    assert_eq!(
-        (status, error_code(&body)),
-        (StatusCode::UNPROCESSABLE_ENTITY, 42203)
-    );
+    assert_eq!((status, error_code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, 42203));
 
     // Errors.
     let (status, body) = c.get("/subjects/nope/versions").await;
@@ -322,106 +193,43 @@ async fn every_endpoint_and_error_code() {
     let (status, body) = c.get("/subjects/customers-value/versions/9").await;
     assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, 40402));
     let (status, body) = c.get("/subjects/customers-value/versions/zero").await;
-    assert_eq!(
-        (status, error_code(&body)),
-        (StatusCode::UNPROCESSABLE_ENTITY, 42202)
-    );
+    assert_eq!((status, error_code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, 42202));
     let (status, body) = c.get("/subjects/customers-value/versions/0").await;
-    assert_eq!(
-        (status, error_code(&body)),
-        (StatusCode::UNPROCESSABLE_ENTITY, 42202)
-    );
+    assert_eq!((status, error_code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, 42202));
     let (status, body) = c.get("/schemas/ids/999").await;
     assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, 40403));
-    let (status, body) = c
-        .post(
-            "/subjects/x/versions",
-            json!({"schema": "{\"type\":\"recrod\"}"}),
-        )
-        .await;
-    assert_eq!(
-        (status, error_code(&body)),
-        (StatusCode::UNPROCESSABLE_ENTITY, 42201)
-    );
-    let (status, body) = c
-        .post(
-            "/subjects/x/versions",
-            json!({"schema": "syntax = \"proto3\";", "schemaType": "PROTOBUF"}),
-        )
-        .await;
-    assert_eq!(
-        (status, error_code(&body)),
-        (StatusCode::UNPROCESSABLE_ENTITY, 42201)
-    );
-    assert!(
-        body["message"]
-            .as_str()
-            .expect("message")
-            .contains("PROTOBUF")
-    );
+    let (status, body) = c.post("/subjects/x/versions", json!({"schema": "{\"type\":\"recrod\"}"})).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, 42201));
+    let (status, body) =
+        c.post("/subjects/x/versions", json!({"schema": "syntax = \"proto3\";", "schemaType": "PROTOBUF"})).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, 42201));
+    assert!(body["message"].as_str().expect("message").contains("PROTOBUF"));
     let (status, body) = c.raw_post("/subjects/x/versions", "{not json").await;
     assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, 400));
     let (status, body) = c.post("/subjects/x/versions", json!({"nothing": 1})).await;
-    assert_eq!(
-        (status, error_code(&body)),
-        (StatusCode::UNPROCESSABLE_ENTITY, 42201)
-    );
+    assert_eq!((status, error_code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, 42201));
 
     // Deletes: version soft then permanent, subject soft then permanent.
-    let (status, body) = c
-        .delete("/subjects/customers-value/versions/3?permanent=true")
-        .await;
+    let (status, body) = c.delete("/subjects/customers-value/versions/3?permanent=true").await;
     assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, 40407));
-    assert_eq!(
-        c.delete("/subjects/customers-value/versions/3").await,
-        (StatusCode::OK, json!(3))
-    );
+    assert_eq!(c.delete("/subjects/customers-value/versions/3").await, (StatusCode::OK, json!(3)));
     let (status, body) = c.delete("/subjects/customers-value/versions/3").await;
     assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, 40406));
-    assert_eq!(
-        c.get("/subjects/customers-value/versions").await.1,
-        json!([1, 2])
-    );
-    assert_eq!(
-        c.get("/subjects/customers-value/versions?deleted=true")
-            .await
-            .1,
-        json!([1, 2, 3])
-    );
-    assert_eq!(
-        c.delete("/subjects/customers-value/versions/3?permanent=true")
-            .await,
-        (StatusCode::OK, json!(3))
-    );
-    assert_eq!(
-        c.get("/subjects/customers-value/versions?deleted=true")
-            .await
-            .1,
-        json!([1, 2])
-    );
+    assert_eq!(c.get("/subjects/customers-value/versions").await.1, json!([1, 2]));
+    assert_eq!(c.get("/subjects/customers-value/versions?deleted=true").await.1, json!([1, 2, 3]));
+    assert_eq!(c.delete("/subjects/customers-value/versions/3?permanent=true").await, (StatusCode::OK, json!(3)));
+    assert_eq!(c.get("/subjects/customers-value/versions?deleted=true").await.1, json!([1, 2]));
 
     let (status, body) = c.delete("/subjects/other-value?permanent=true").await;
     assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, 40405));
-    assert_eq!(
-        c.delete("/subjects/other-value").await,
-        (StatusCode::OK, json!([1]))
-    );
+    assert_eq!(c.delete("/subjects/other-value").await, (StatusCode::OK, json!([1])));
     let (status, body) = c.delete("/subjects/other-value").await;
     assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, 40404));
     assert_eq!(c.get("/subjects").await.1, json!(["customers-value"]));
-    assert_eq!(
-        c.get("/subjects?deleted=true").await.1,
-        json!(["customers-value", "other-value"])
-    );
+    assert_eq!(c.get("/subjects?deleted=true").await.1, json!(["customers-value", "other-value"]));
     // The id survives: it is still served, and other subjects keep it.
-    assert_eq!(
-        c.get(&format!("/schemas/ids/{id1}")).await.0,
-        StatusCode::OK
-    );
-    assert_eq!(
-        c.delete("/subjects/other-value?permanent=true").await,
-        (StatusCode::OK, json!([1]))
-    );
+    assert_eq!(c.get(&format!("/schemas/ids/{id1}")).await.0, StatusCode::OK);
+    assert_eq!(c.delete("/subjects/other-value?permanent=true").await, (StatusCode::OK, json!([1])));
     let (status, body) = c.delete("/subjects/other-value").await;
     assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, 40401));
 
@@ -435,60 +243,24 @@ async fn incompatible_version_is_refused_with_409_and_not_stored() {
     let broker = Broker::start().expect("broker");
     let registry = start(&broker, "_schemas").await;
     let c = Client::new(&registry.url);
-    c.post(
-        "/subjects/s-value/versions",
-        json!({"schema": customer_v1()}),
-    )
-    .await;
-    let (status, body) = c
-        .post(
-            "/subjects/s-value/versions",
-            json!({"schema": customer_breaking()}),
-        )
-        .await;
+    c.post("/subjects/s-value/versions", json!({"schema": customer_v1()})).await;
+    let (status, body) = c.post("/subjects/s-value/versions", json!({"schema": customer_breaking()})).await;
     assert_eq!((status, error_code(&body)), (StatusCode::CONFLICT, 409));
     assert_eq!(c.get("/subjects/s-value/versions").await.1, json!([1]));
     // Transitive levels look past the latest version.
-    c.put(
-        "/config/s-value",
-        json!({"compatibility": "BACKWARD_TRANSITIVE"}),
-    )
-    .await;
+    c.put("/config/s-value", json!({"compatibility": "BACKWARD_TRANSITIVE"})).await;
     let v2 = json!({"type":"record","name":"Customer","namespace":"test","fields":[
         {"name":"id","type":"string"},{"name":"n","type":"int","default":0}]})
     .to_string();
     let v3 = json!({"type":"record","name":"Customer","namespace":"test","fields":[
         {"name":"id","type":"string"},{"name":"n","type":"int"}]})
     .to_string();
-    assert_eq!(
-        c.post("/subjects/s-value/versions", json!({"schema": v2}))
-            .await
-            .0,
-        StatusCode::OK
-    );
-    let (status, body) = c
-        .post("/subjects/s-value/versions", json!({"schema": v3.clone()}))
-        .await;
-    assert_eq!(
-        (status, error_code(&body)),
-        (StatusCode::CONFLICT, 409),
-        "v3 cannot read v1 data"
-    );
-    assert!(
-        body["message"]
-            .as_str()
-            .expect("message")
-            .contains("version 1"),
-        "{body}"
-    );
-    c.put("/config/s-value", json!({"compatibility": "BACKWARD"}))
-        .await;
-    assert_eq!(
-        c.post("/subjects/s-value/versions", json!({"schema": v3}))
-            .await
-            .0,
-        StatusCode::OK
-    );
+    assert_eq!(c.post("/subjects/s-value/versions", json!({"schema": v2})).await.0, StatusCode::OK);
+    let (status, body) = c.post("/subjects/s-value/versions", json!({"schema": v3.clone()})).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::CONFLICT, 409), "v3 cannot read v1 data");
+    assert!(body["message"].as_str().expect("message").contains("version 1"), "{body}");
+    c.put("/config/s-value", json!({"compatibility": "BACKWARD"})).await;
+    assert_eq!(c.post("/subjects/s-value/versions", json!({"schema": v3})).await.0, StatusCode::OK);
     registry.stop();
 }
 
@@ -499,77 +271,33 @@ async fn restart_keeps_every_id_and_version() {
     let c = Client::new(&first.url);
     let mut expected = Vec::new();
     for i in 0..6 {
-        let schema =
-            json!({"type":"record","name":format!("R{i}"),"fields":[{"name":"f","type":"long"}]})
-                .to_string();
+        let schema = json!({"type":"record","name":format!("R{i}"),"fields":[{"name":"f","type":"long"}]}).to_string();
         let subject = format!("subject-{}", i % 3);
-        c.put(
-            &format!("/config/{subject}"),
-            json!({"compatibility": "NONE"}),
-        )
-        .await;
-        let id = c
-            .post(
-                &format!("/subjects/{subject}/versions"),
-                json!({"schema": schema}),
-            )
-            .await
-            .1["id"]
-            .clone();
+        c.put(&format!("/config/{subject}"), json!({"compatibility": "NONE"})).await;
+        let id = c.post(&format!("/subjects/{subject}/versions"), json!({"schema": schema})).await.1["id"].clone();
         expected.push((subject, schema, id));
     }
     c.put("/config", json!({"compatibility": "FULL"})).await;
     c.delete("/subjects/subject-2/versions/1").await;
-    let before = (
-        c.get("/subjects?deleted=true").await.1,
-        c.get("/subjects").await.1,
-    );
+    let before = (c.get("/subjects?deleted=true").await.1, c.get("/subjects").await.1);
     first.stop();
 
     let second = start(&broker, "_schemas").await;
     let c = Client::new(&second.url);
-    assert_eq!(
-        (
-            c.get("/subjects?deleted=true").await.1,
-            c.get("/subjects").await.1
-        ),
-        before
-    );
-    assert_eq!(
-        c.get("/config").await.1,
-        json!({"compatibilityLevel": "FULL"})
-    );
-    assert_eq!(
-        c.get("/config/subject-0").await.1,
-        json!({"compatibilityLevel": "NONE"})
-    );
+    assert_eq!((c.get("/subjects?deleted=true").await.1, c.get("/subjects").await.1), before);
+    assert_eq!(c.get("/config").await.1, json!({"compatibilityLevel": "FULL"}));
+    assert_eq!(c.get("/config/subject-0").await.1, json!({"compatibilityLevel": "NONE"}));
     assert_eq!(c.get("/subjects/subject-2/versions").await.1, json!([2]));
     for (subject, schema, id) in &expected {
-        let found = c
-            .post(
-                &format!("/subjects/{subject}?deleted=true"),
-                json!({"schema": schema}),
-            )
-            .await
-            .1;
+        let found = c.post(&format!("/subjects/{subject}?deleted=true"), json!({"schema": schema})).await.1;
         assert_eq!(&found["id"], id, "{subject} keeps its id after restart");
         assert_eq!(c.get(&format!("/schemas/ids/{id}")).await.0, StatusCode::OK);
     }
     // A new schema gets a fresh id, not a reused one.
-    let max = expected
-        .iter()
-        .filter_map(|(_, _, id)| id.as_i64())
-        .max()
-        .expect("ids");
+    let max = expected.iter().filter_map(|(_, _, id)| id.as_i64()).max().expect("ids");
     let fresh = json!({"type":"record","name":"Fresh","fields":[]}).to_string();
-    c.put("/config/fresh", json!({"compatibility": "NONE"}))
-        .await;
-    let id = c
-        .post("/subjects/fresh/versions", json!({"schema": fresh}))
-        .await
-        .1["id"]
-        .as_i64()
-        .expect("id");
+    c.put("/config/fresh", json!({"compatibility": "NONE"})).await;
+    let id = c.post("/subjects/fresh/versions", json!({"schema": fresh})).await.1["id"].as_i64().expect("id");
     assert_eq!(id, max + 1);
     second.stop();
 }
@@ -580,13 +308,9 @@ async fn two_instances_registering_at_once_never_share_an_id() {
     // Each instance waits 30 ms between deciding a claim and appending it,
     // so that the other one's claims land in between.
     let open = || async {
-        let registry = schemas::registry::Registry::open(&broker.bootstrap(), "_schemas")
-            .await
-            .expect("open");
+        let registry = schemas::registry::Registry::open(&broker.bootstrap(), "_schemas").await.expect("open");
         let registry = registry.with_claim_delay(std::time::Duration::from_millis(30));
-        RunningRegistry::serve(registry, "127.0.0.1:0".parse().expect("addr"))
-            .await
-            .expect("serve")
+        RunningRegistry::serve(registry, "127.0.0.1:0".parse().expect("addr")).await.expect("serve")
     };
     let a = open().await;
     let b = open().await;
@@ -619,16 +343,11 @@ async fn two_instances_registering_at_once_never_share_an_id() {
                 let (s1, r1) = c.post(&shared, body.clone()).await;
                 let (s2, r2) = c.post(&own, body).await;
                 assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK), "{r1} {r2}");
-                (
-                    i,
-                    r1["id"].as_i64().expect("id"),
-                    r2["id"].as_i64().expect("id"),
-                )
+                (i, r1["id"].as_i64().expect("id"), r2["id"].as_i64().expect("id"))
             }));
         }
     }
-    let mut ids_by_schema =
-        std::collections::HashMap::<usize, std::collections::HashSet<i64>>::new();
+    let mut ids_by_schema = std::collections::HashMap::<usize, std::collections::HashSet<i64>>::new();
     for task in tasks {
         let (i, x, y) = task.await.expect("task");
         ids_by_schema.entry(i).or_default().extend([x, y]);
@@ -648,12 +367,7 @@ async fn two_instances_registering_at_once_never_share_an_id() {
         let from_a = ca.get(&format!("/schemas/ids/{id}")).await.1;
         let from_b = cb.get(&format!("/schemas/ids/{id}")).await.1;
         assert_eq!(from_a, from_b);
-        assert!(
-            from_a["schema"]
-                .as_str()
-                .expect("schema")
-                .contains(&format!("\"Event{index}\""))
-        );
+        assert!(from_a["schema"].as_str().expect("schema").contains(&format!("\"Event{index}\"")));
     }
     // Every subject's versions are the same on both.
     for subject in ca.get("/subjects").await.1.as_array().expect("subjects") {
@@ -665,10 +379,7 @@ async fn two_instances_registering_at_once_never_share_an_id() {
     }
     let races = a.registry.races_lost() + b.registry.races_lost();
     eprintln!("registration races lost and retried: {races}");
-    assert!(
-        races > 0,
-        "the test did not make the instances race; it proves nothing"
-    );
+    assert!(races > 0, "the test did not make the instances race; it proves nothing");
     a.stop();
     b.stop();
 }
@@ -678,9 +389,7 @@ async fn schema_registry_converter_encodes_and_decodes_through_our_registry() {
     use apache_avro::types::Value as Avro;
     use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
     use schema_registry_converter::async_impl::schema_registry::SrSettings;
-    use schema_registry_converter::schema_registry_common::{
-        SchemaType, SubjectNameStrategy, SuppliedSchema,
-    };
+    use schema_registry_converter::schema_registry_common::{SchemaType, SubjectNameStrategy, SuppliedSchema};
 
     let broker = Broker::start().expect("broker");
     let registry = start(&broker, "_schemas").await;
@@ -689,21 +398,13 @@ async fn schema_registry_converter_encodes_and_decodes_through_our_registry() {
     let decoder = AvroDecoder::new(settings);
 
     // The converter registers the schema itself (POST …/versions), then encodes.
-    let supplied = SuppliedSchema::new(
-        Some("test.Customer".into()),
-        SchemaType::Avro,
-        customer_v2(),
-    );
-    let strategy =
-        SubjectNameStrategy::TopicNameStrategyWithSchema("customers".into(), false, supplied);
+    let supplied = SuppliedSchema::new(Some("test.Customer".into()), SchemaType::Avro, customer_v2());
+    let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema("customers".into(), false, supplied);
     let bytes = encoder
         .encode(
             vec![
                 ("id", Avro::String("cus_1".into())),
-                (
-                    "email",
-                    Avro::Union(1, Box::new(Avro::String("a@b.c".into()))),
-                ),
+                ("email", Avro::Union(1, Box::new(Avro::String("a@b.c".into())))),
             ],
             strategy,
         )
@@ -711,33 +412,21 @@ async fn schema_registry_converter_encodes_and_decodes_through_our_registry() {
         .expect("encode through our registry");
     let (id, _) = schemas::wire::unframe(&bytes).expect("Confluent framing");
     let c = Client::new(&registry.url);
-    assert_eq!(
-        c.get("/subjects/customers-value/versions/latest").await.1["id"],
-        json!(id)
-    );
+    assert_eq!(c.get("/subjects/customers-value/versions/latest").await.1["id"], json!(id));
 
-    let decoded = decoder
-        .decode(Some(&bytes))
-        .await
-        .expect("decode through our registry");
+    let decoded = decoder.decode(Some(&bytes)).await.expect("decode through our registry");
     assert_eq!(
         decoded.value,
         Avro::Record(vec![
             ("id".into(), Avro::String("cus_1".into())),
-            (
-                "email".into(),
-                Avro::Union(1, Box::new(Avro::String("a@b.c".into())))
-            ),
+            ("email".into(), Avro::Union(1, Box::new(Avro::String("a@b.c".into())))),
         ])
     );
 
     // Latest-version encoding (no schema supplied) also works.
     let bytes = encoder
         .encode(
-            vec![
-                ("id", Avro::String("cus_2".into())),
-                ("email", Avro::Union(0, Box::new(Avro::Null))),
-            ],
+            vec![("id", Avro::String("cus_2".into())), ("email", Avro::Union(0, Box::new(Avro::Null)))],
             SubjectNameStrategy::TopicNameStrategy("customers".into(), false),
         )
         .await

@@ -28,8 +28,7 @@ pub struct Broker {
 
 /// A free TCP port on 127.0.0.1 (bound, read, released).
 pub fn free_port() -> anyhow::Result<u16> {
-    let listener =
-        TcpListener::bind("127.0.0.1:0").context("binding a probe socket on 127.0.0.1")?;
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding a probe socket on 127.0.0.1")?;
     Ok(listener.local_addr()?.port())
 }
 
@@ -39,18 +38,15 @@ pub fn tansu_binary() -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from(path));
     }
     let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|paths| {
-            std::env::split_paths(&paths)
-                .map(|dir| dir.join("tansu"))
-                .collect()
-        })
+        .map(|paths| std::env::split_paths(&paths).map(|dir| dir.join("tansu")).collect())
         .unwrap_or_default();
     if let Some(home) = std::env::var_os("HOME") {
         candidates.push(PathBuf::from(home).join(".cargo/bin/tansu"));
     }
-    candidates.into_iter().find(|path| path.is_file()).context(
-        "the tansu broker is not installed; run scripts/install-tansu (or set TANSU_BIN to its path)",
-    )
+    candidates
+        .into_iter()
+        .find(|path| path.is_file())
+        .context("the tansu broker is not installed; run scripts/install-tansu (or set TANSU_BIN to its path)")
 }
 
 impl Broker {
@@ -72,19 +68,12 @@ impl Broker {
         let child = Command::new(tansu_binary()?)
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
             .args(["--storage-engine", storage, "--cluster-id", "testbed"])
-            .env(
-                "RUST_LOG",
-                std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".into()),
-            )
+            .env("RUST_LOG", std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
             .context("starting tansu")?;
-        let mut broker = Self {
-            child,
-            port,
-            storage: storage.to_owned(),
-        };
+        let mut broker = Self { child, port, storage: storage.to_owned() };
         broker.wait_ready()?;
         Ok(broker)
     }
@@ -112,28 +101,17 @@ impl Broker {
 
     fn wait_ready(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
-            .set("log_level", "0")
-            .create()?;
+        let consumer: BaseConsumer =
+            ClientConfig::new().set("bootstrap.servers", self.bootstrap()).set("log_level", "0").create()?;
         loop {
             if let Some(status) = self.child.try_wait()? {
-                bail!(
-                    "tansu exited with {status} before accepting connections on port {}",
-                    self.port
-                );
+                bail!("tansu exited with {status} before accepting connections on port {}", self.port);
             }
-            if consumer
-                .fetch_metadata(None, Duration::from_millis(500))
-                .is_ok()
-            {
+            if consumer.fetch_metadata(None, Duration::from_millis(500)).is_ok() {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!(
-                    "tansu did not answer metadata requests on port {} within 30 s",
-                    self.port
-                );
+                bail!("tansu did not answer metadata requests on port {} within 30 s", self.port);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -141,9 +119,8 @@ impl Broker {
 
     /// Creates a topic (tansu 0.6 does not create topics on first use).
     pub async fn create_topic(&self, name: &str, partitions: i32) -> anyhow::Result<()> {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
-            .create()?;
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", self.bootstrap()).create()?;
         let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
         for result in admin.create_topics([&topic], &AdminOptions::new()).await? {
             result.map_err(|(topic, code)| anyhow::anyhow!("creating topic {topic}: {code}"))?;

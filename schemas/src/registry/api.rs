@@ -25,9 +25,7 @@ type Answer = Result<Response, RegistryError>;
 /// A JSON answer with the registry's media type.
 pub fn confluent_json(status: StatusCode, body: &Value) -> Response {
     let mut response = (status, body.to_string()).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     response
 }
 
@@ -36,9 +34,7 @@ fn ok(body: Value) -> Answer {
 }
 
 fn flag(params: &HashMap<String, String>, name: &str) -> bool {
-    params
-        .get(name)
-        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    params.get(name).is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
 /// The routes, ready to serve.
@@ -47,48 +43,22 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/", get(|| async { ok(json!({})) }))
         .route("/subjects", get(list_subjects))
         .route("/subjects/{subject}", post(lookup).delete(delete_subject))
-        .route(
-            "/subjects/{subject}/versions",
-            get(list_versions).post(register),
-        )
-        .route(
-            "/subjects/{subject}/versions/{version}",
-            get(get_version).delete(delete_version),
-        )
-        .route(
-            "/subjects/{subject}/versions/{version}/schema",
-            get(get_version_schema),
-        )
-        .route(
-            "/subjects/{subject}/versions/{version}/referencedby",
-            get(referenced_by),
-        )
+        .route("/subjects/{subject}/versions", get(list_versions).post(register))
+        .route("/subjects/{subject}/versions/{version}", get(get_version).delete(delete_version))
+        .route("/subjects/{subject}/versions/{version}/schema", get(get_version_schema))
+        .route("/subjects/{subject}/versions/{version}/referencedby", get(referenced_by))
         .route("/schemas/types", get(|| async { ok(json!(["AVRO"])) }))
         .route("/schemas/ids/{id}", get(get_schema))
         .route("/schemas/ids/{id}/schema", get(get_schema_text))
         .route("/schemas/ids/{id}/versions", get(get_schema_versions))
         .route("/schemas/ids/{id}/subjects", get(get_schema_subjects))
-        .route(
-            "/compatibility/subjects/{subject}/versions",
-            post(check_all),
-        )
-        .route(
-            "/compatibility/subjects/{subject}/versions/{version}",
-            post(check_version),
-        )
+        .route("/compatibility/subjects/{subject}/versions", post(check_all))
+        .route("/compatibility/subjects/{subject}/versions/{version}", post(check_version))
         .route("/config", get(get_global_config).put(put_global_config))
-        .route(
-            "/config/{subject}",
-            get(get_subject_config)
-                .put(put_subject_config)
-                .delete(delete_subject_config),
-        )
+        .route("/config/{subject}", get(get_subject_config).put(put_subject_config).delete(delete_subject_config))
         .route("/mode", get(|| async { ok(json!({"mode": "READWRITE"})) }))
         .fallback(|| async {
-            confluent_json(
-                StatusCode::NOT_FOUND,
-                &json!({"error_code": 404, "message": "HTTP 404 Not Found"}),
-            )
+            confluent_json(StatusCode::NOT_FOUND, &json!({"error_code": 404, "message": "HTTP 404 Not Found"}))
         })
         .method_not_allowed_fallback(|| async {
             confluent_json(
@@ -110,8 +80,8 @@ struct SchemaRequest {
 }
 
 fn schema_from(body: &Bytes) -> Result<String, RegistryError> {
-    let request: SchemaRequest = serde_json::from_slice(body)
-        .map_err(|error| RegistryError::BadRequest(error.to_string()))?;
+    let request: SchemaRequest =
+        serde_json::from_slice(body).map_err(|error| RegistryError::BadRequest(error.to_string()))?;
     if let Some(kind) = request.schema_type.as_deref()
         && !kind.eq_ignore_ascii_case("AVRO")
     {
@@ -121,69 +91,43 @@ fn schema_from(body: &Bytes) -> Result<String, RegistryError> {
     }
     if !request.references.is_empty() {
         return Err(RegistryError::InvalidSchema(
-            "schema references are not supported by this registry; inline the referenced types"
-                .into(),
+            "schema references are not supported by this registry; inline the referenced types".into(),
         ));
     }
-    request
-        .schema
-        .ok_or_else(|| RegistryError::InvalidSchema("the request has no \"schema\" field".into()))
+    request.schema.ok_or_else(|| RegistryError::InvalidSchema("the request has no \"schema\" field".into()))
 }
 
 fn schema_id(text: &str) -> Result<u32, RegistryError> {
-    text.parse()
-        .map_err(|_| RegistryError::SchemaNotFound(text.to_owned()))
+    text.parse().map_err(|_| RegistryError::SchemaNotFound(text.to_owned()))
 }
 
 fn level_from(body: &Bytes) -> Result<CompatibilityLevel, RegistryError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|error| RegistryError::BadRequest(error.to_string()))?;
-    let name = value
-        .get("compatibility")
-        .or_else(|| value.get("compatibilityLevel"))
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            RegistryError::InvalidCompatibilityLevel(
-                "the body has no \"compatibility\" field".into(),
-            )
-        })?;
-    name.parse().map_err(|error: crate::compat::UnknownLevel| {
-        RegistryError::InvalidCompatibilityLevel(error.to_string())
-    })
+    let value: Value = serde_json::from_slice(body).map_err(|error| RegistryError::BadRequest(error.to_string()))?;
+    let name =
+        value.get("compatibility").or_else(|| value.get("compatibilityLevel")).and_then(Value::as_str).ok_or_else(
+            || RegistryError::InvalidCompatibilityLevel("the body has no \"compatibility\" field".into()),
+        )?;
+    name.parse()
+        .map_err(|error: crate::compat::UnknownLevel| RegistryError::InvalidCompatibilityLevel(error.to_string()))
 }
 
 async fn list_subjects(State(r): State<Arc<Registry>>, Query(p): Params) -> Answer {
     ok(json!(r.subjects(flag(&p, "deleted"))))
 }
 
-async fn list_versions(
-    State(r): State<Arc<Registry>>,
-    Path(subject): Path<String>,
-    Query(p): Params,
-) -> Answer {
+async fn list_versions(State(r): State<Arc<Registry>>, Path(subject): Path<String>, Query(p): Params) -> Answer {
     ok(json!(r.versions(&subject, flag(&p, "deleted"))?))
 }
 
-async fn register(
-    State(r): State<Arc<Registry>>,
-    Path(subject): Path<String>,
-    body: Bytes,
-) -> Answer {
+async fn register(State(r): State<Arc<Registry>>, Path(subject): Path<String>, body: Bytes) -> Answer {
     let text = schema_from(&body)?;
     ok(json!({ "id": r.register(&subject, &text).await? }))
 }
 
-async fn lookup(
-    State(r): State<Arc<Registry>>,
-    Path(subject): Path<String>,
-    Query(p): Params,
-    body: Bytes,
-) -> Answer {
+async fn lookup(State(r): State<Arc<Registry>>, Path(subject): Path<String>, Query(p): Params, body: Bytes) -> Answer {
     let text = schema_from(&body)?;
     let found = r.lookup(&subject, &text, flag(&p, "deleted"))?;
-    ok(
-        json!({ "subject": found.subject, "id": found.id, "version": found.version, "schema": &*found.schema }),
-    )
+    ok(json!({ "subject": found.subject, "id": found.id, "version": found.version, "schema": &*found.schema }))
 }
 
 async fn get_version(
@@ -192,9 +136,7 @@ async fn get_version(
     Query(p): Params,
 ) -> Answer {
     let found = r.version(&subject, VersionSpec::parse(&version)?, flag(&p, "deleted"))?;
-    ok(
-        json!({ "subject": found.subject, "version": found.version, "id": found.id, "schema": &*found.schema }),
-    )
+    ok(json!({ "subject": found.subject, "version": found.version, "id": found.id, "schema": &*found.schema }))
 }
 
 async fn get_version_schema(
@@ -203,27 +145,17 @@ async fn get_version_schema(
     Query(p): Params,
 ) -> Answer {
     let found = r.version(&subject, VersionSpec::parse(&version)?, flag(&p, "deleted"))?;
-    let raw: Value =
-        serde_json::from_str(&found.schema).map_err(|e| RegistryError::Store(e.to_string()))?;
+    let raw: Value = serde_json::from_str(&found.schema).map_err(|e| RegistryError::Store(e.to_string()))?;
     ok(raw)
 }
 
-async fn referenced_by(
-    State(r): State<Arc<Registry>>,
-    Path((subject, version)): Path<(String, String)>,
-) -> Answer {
+async fn referenced_by(State(r): State<Arc<Registry>>, Path((subject, version)): Path<(String, String)>) -> Answer {
     r.version(&subject, VersionSpec::parse(&version)?, false)?;
     ok(json!([]))
 }
 
-async fn delete_subject(
-    State(r): State<Arc<Registry>>,
-    Path(subject): Path<String>,
-    Query(p): Params,
-) -> Answer {
-    ok(json!(
-        r.delete_subject(&subject, flag(&p, "permanent")).await?
-    ))
+async fn delete_subject(State(r): State<Arc<Registry>>, Path(subject): Path<String>, Query(p): Params) -> Answer {
+    ok(json!(r.delete_subject(&subject, flag(&p, "permanent")).await?))
 }
 
 async fn delete_version(
@@ -231,14 +163,7 @@ async fn delete_version(
     Path((subject, version)): Path<(String, String)>,
     Query(p): Params,
 ) -> Answer {
-    ok(json!(
-        r.delete_version(
-            &subject,
-            VersionSpec::parse(&version)?,
-            flag(&p, "permanent")
-        )
-        .await?
-    ))
+    ok(json!(r.delete_version(&subject, VersionSpec::parse(&version)?, flag(&p, "permanent")).await?))
 }
 
 async fn get_schema(State(r): State<Arc<Registry>>, Path(id): Path<String>) -> Answer {
@@ -250,11 +175,7 @@ async fn get_schema_text(State(r): State<Arc<Registry>>, Path(id): Path<String>)
     ok(serde_json::from_str(&text).map_err(|e| RegistryError::Store(e.to_string()))?)
 }
 
-async fn get_schema_versions(
-    State(r): State<Arc<Registry>>,
-    Path(id): Path<String>,
-    Query(p): Params,
-) -> Answer {
+async fn get_schema_versions(State(r): State<Arc<Registry>>, Path(id): Path<String>, Query(p): Params) -> Answer {
     let versions = r.id_versions(schema_id(&id)?, flag(&p, "deleted"))?;
     ok(json!(
         versions
@@ -264,16 +185,9 @@ async fn get_schema_versions(
     ))
 }
 
-async fn get_schema_subjects(
-    State(r): State<Arc<Registry>>,
-    Path(id): Path<String>,
-    Query(p): Params,
-) -> Answer {
-    let mut subjects: Vec<String> = r
-        .id_versions(schema_id(&id)?, flag(&p, "deleted"))?
-        .into_iter()
-        .map(|(s, _)| s)
-        .collect();
+async fn get_schema_subjects(State(r): State<Arc<Registry>>, Path(id): Path<String>, Query(p): Params) -> Answer {
+    let mut subjects: Vec<String> =
+        r.id_versions(schema_id(&id)?, flag(&p, "deleted"))?.into_iter().map(|(s, _)| s).collect();
     subjects.dedup();
     ok(json!(subjects))
 }
@@ -294,10 +208,7 @@ async fn check_version(
 ) -> Answer {
     let spec = VersionSpec::parse(&version)?;
     let text = schema_from(&body)?;
-    compatibility_answer(
-        r.test_compatibility(&subject, Some(spec), &text)?,
-        flag(&p, "verbose"),
-    )
+    compatibility_answer(r.test_compatibility(&subject, Some(spec), &text)?, flag(&p, "verbose"))
 }
 
 async fn check_all(
@@ -307,10 +218,7 @@ async fn check_all(
     body: Bytes,
 ) -> Answer {
     let text = schema_from(&body)?;
-    compatibility_answer(
-        r.test_compatibility(&subject, None, &text)?,
-        flag(&p, "verbose"),
-    )
+    compatibility_answer(r.test_compatibility(&subject, None, &text)?, flag(&p, "verbose"))
 }
 
 async fn get_global_config(State(r): State<Arc<Registry>>) -> Answer {
@@ -323,27 +231,16 @@ async fn put_global_config(State(r): State<Arc<Registry>>, body: Bytes) -> Answe
     ok(json!({ "compatibility": level }))
 }
 
-async fn get_subject_config(
-    State(r): State<Arc<Registry>>,
-    Path(subject): Path<String>,
-    Query(p): Params,
-) -> Answer {
+async fn get_subject_config(State(r): State<Arc<Registry>>, Path(subject): Path<String>, Query(p): Params) -> Answer {
     ok(json!({ "compatibilityLevel": r.config(Some(&subject), flag(&p, "defaultToGlobal"))? }))
 }
 
-async fn put_subject_config(
-    State(r): State<Arc<Registry>>,
-    Path(subject): Path<String>,
-    body: Bytes,
-) -> Answer {
+async fn put_subject_config(State(r): State<Arc<Registry>>, Path(subject): Path<String>, body: Bytes) -> Answer {
     let level = level_from(&body)?;
     r.set_config(Some(&subject), level).await?;
     ok(json!({ "compatibility": level }))
 }
 
-async fn delete_subject_config(
-    State(r): State<Arc<Registry>>,
-    Path(subject): Path<String>,
-) -> Answer {
+async fn delete_subject_config(State(r): State<Arc<Registry>>, Path(subject): Path<String>) -> Answer {
     ok(json!({ "compatibilityLevel": r.delete_config(&subject).await? }))
 }

@@ -32,9 +32,7 @@ pub enum RegistryError {
     #[error("Subject '{0}' does not have subject-level compatibility configured")]
     SubjectLevelCompatibilityNotConfigured(String),
     /// 409
-    #[error(
-        "Schema being registered is incompatible with an earlier schema for subject \"{subject}\": {details}"
-    )]
+    #[error("Schema being registered is incompatible with an earlier schema for subject \"{subject}\": {details}")]
     Incompatible {
         /// The subject.
         subject: String,

@@ -53,27 +53,17 @@ pub enum LogKey {
 impl LogKey {
     /// The key of `subject`'s `version`.
     pub fn schema(subject: &str, version: u32) -> Self {
-        Self::Schema {
-            subject: subject.to_owned(),
-            version,
-            magic: 1,
-        }
+        Self::Schema { subject: subject.to_owned(), version, magic: 1 }
     }
 
     /// The key of a config record (`None`: global).
     pub fn config(subject: Option<&str>) -> Self {
-        Self::Config {
-            subject: subject.map(str::to_owned),
-            magic: 0,
-        }
+        Self::Config { subject: subject.map(str::to_owned), magic: 0 }
     }
 
     /// The key of a subject's soft-delete marker.
     pub fn delete_subject(subject: &str) -> Self {
-        Self::DeleteSubject {
-            subject: subject.to_owned(),
-            magic: 0,
-        }
+        Self::DeleteSubject { subject: subject.to_owned(), magic: 0 }
     }
 }
 
@@ -121,36 +111,25 @@ mod tests {
     #[test]
     fn keys_are_byte_identical_to_confluents() {
         let key = serde_json::to_string(&LogKey::schema("orders-value", 3)).expect("json");
-        assert_eq!(
-            key,
-            r#"{"keytype":"SCHEMA","subject":"orders-value","version":3,"magic":1}"#
-        );
+        assert_eq!(key, r#"{"keytype":"SCHEMA","subject":"orders-value","version":3,"magic":1}"#);
         let global = serde_json::to_string(&LogKey::config(None)).expect("json");
         assert_eq!(global, r#"{"keytype":"CONFIG","subject":null,"magic":0}"#);
         let del = serde_json::to_string(&LogKey::delete_subject("s")).expect("json");
-        assert_eq!(
-            del,
-            r#"{"keytype":"DELETE_SUBJECT","subject":"s","magic":0}"#
-        );
+        assert_eq!(del, r#"{"keytype":"DELETE_SUBJECT","subject":"s","magic":0}"#);
     }
 
     #[test]
     fn reads_confluent_written_records() {
         let key: LogKey = serde_json::from_str(r#"{"keytype":"NOOP","magic":0}"#).expect("noop");
         assert_eq!(key, LogKey::Noop { magic: 0 });
-        let key: LogKey =
-            serde_json::from_str(r#"{"keytype":"MODE","subject":null,"magic":0}"#).expect("mode");
+        let key: LogKey = serde_json::from_str(r#"{"keytype":"MODE","subject":null,"magic":0}"#).expect("mode");
         assert_eq!(key, LogKey::Other);
         let value: SchemaValue = serde_json::from_str(
             r#"{"subject":"s","version":1,"id":7,"schemaType":"AVRO","schema":"\"string\"","deleted":false}"#,
         )
         .expect("value");
         assert_eq!(value.id, 7);
-        let config: ConfigValue =
-            serde_json::from_str(r#"{"compatibilityLevel":"FULL_TRANSITIVE"}"#).expect("config");
-        assert_eq!(
-            config.compatibility_level,
-            CompatibilityLevel::FullTransitive
-        );
+        let config: ConfigValue = serde_json::from_str(r#"{"compatibilityLevel":"FULL_TRANSITIVE"}"#).expect("config");
+        assert_eq!(config.compatibility_level, CompatibilityLevel::FullTransitive);
     }
 }

@@ -39,9 +39,7 @@ const WRITE_ATTEMPTS: usize = 12;
 /// A random pause of up to `15 ms × attempt`.
 fn jitter(attempt: usize) -> std::time::Duration {
     use std::hash::{BuildHasher, Hasher};
-    let random = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
     std::time::Duration::from_micros(random % (15_000 * attempt as u64))
 }
 
@@ -150,11 +148,8 @@ impl Registry {
     /// A subject's versions.
     pub fn versions(&self, subject: &str, deleted: bool) -> Result<Vec<u32>, RegistryError> {
         let state = self.store.state();
-        let versions: Vec<u32> = state
-            .subjects
-            .get(subject)
-            .map(|s| s.visible(deleted).map(|(v, _)| v).collect())
-            .unwrap_or_default();
+        let versions: Vec<u32> =
+            state.subjects.get(subject).map(|s| s.visible(deleted).map(|(v, _)| v).collect()).unwrap_or_default();
         if versions.is_empty() {
             return Err(RegistryError::SubjectNotFound(subject.to_owned()));
         }
@@ -162,12 +157,7 @@ impl Registry {
     }
 
     /// One version of a subject.
-    pub fn version(
-        &self,
-        subject: &str,
-        spec: VersionSpec,
-        deleted: bool,
-    ) -> Result<SubjectVersion, RegistryError> {
+    pub fn version(&self, subject: &str, spec: VersionSpec, deleted: bool) -> Result<SubjectVersion, RegistryError> {
         let state = self.store.state();
         let not_found = || RegistryError::SubjectNotFound(subject.to_owned());
         let entry = state.subjects.get(subject).ok_or_else(not_found)?;
@@ -183,16 +173,8 @@ impl Registry {
                 .map(|e| (n, *e))
                 .ok_or(RegistryError::VersionNotFound(n))?,
         };
-        let schema = state
-            .schemas
-            .get(&found.id)
-            .ok_or_else(|| RegistryError::SchemaNotFound(found.id.to_string()))?;
-        Ok(SubjectVersion {
-            subject: subject.to_owned(),
-            version,
-            id: found.id,
-            schema: schema.text.clone(),
-        })
+        let schema = state.schemas.get(&found.id).ok_or_else(|| RegistryError::SchemaNotFound(found.id.to_string()))?;
+        Ok(SubjectVersion { subject: subject.to_owned(), version, id: found.id, schema: schema.text.clone() })
     }
 
     /// The schema text with `id`.
@@ -215,12 +197,7 @@ impl Registry {
     }
 
     /// Finds the version of `subject` whose schema is `text` (canonically equal).
-    pub fn lookup(
-        &self,
-        subject: &str,
-        text: &str,
-        deleted: bool,
-    ) -> Result<SubjectVersion, RegistryError> {
+    pub fn lookup(&self, subject: &str, text: &str, deleted: bool) -> Result<SubjectVersion, RegistryError> {
         let canonical = crate::canonical(&parse_schema(text)?);
         let state = self.store.state();
         let entry = state
@@ -232,22 +209,13 @@ impl Registry {
             .ids_by_text
             .get(canonical.as_str())
             .copied()
-            .ok_or_else(|| {
-                RegistryError::SchemaNotFound(format!("not registered under subject '{subject}'"))
-            })?;
+            .ok_or_else(|| RegistryError::SchemaNotFound(format!("not registered under subject '{subject}'")))?;
         let (version, _) = entry
             .visible(deleted)
             .rev()
             .find(|(_, e)| e.id == id)
-            .ok_or_else(|| {
-                RegistryError::SchemaNotFound(format!("not registered under subject '{subject}'"))
-            })?;
-        Ok(SubjectVersion {
-            subject: subject.to_owned(),
-            version,
-            id,
-            schema: canonical.into(),
-        })
+            .ok_or_else(|| RegistryError::SchemaNotFound(format!("not registered under subject '{subject}'")))?;
+        Ok(SubjectVersion { subject: subject.to_owned(), version, id, schema: canonical.into() })
     }
 
     /// Registers `text` under `subject` and returns its id.
@@ -261,47 +229,23 @@ impl Registry {
                 let state = self.store.state();
                 let subject_state = state.subjects.get(subject);
                 if let Some(existing) = subject_state.and_then(|s| {
-                    s.live().find(|(_, e)| {
-                        state
-                            .schemas
-                            .get(&e.id)
-                            .is_some_and(|x| *x.text == *canonical)
-                    })
+                    s.live().find(|(_, e)| state.schemas.get(&e.id).is_some_and(|x| *x.text == *canonical))
                 }) {
                     return Ok(existing.1.id);
                 }
                 let earlier: Vec<(u32, Arc<Schema>)> = subject_state
                     .map(|s| {
-                        s.live()
-                            .filter_map(|(v, e)| {
-                                state.schemas.get(&e.id).map(|x| (v, x.parsed.clone()))
-                            })
-                            .collect()
+                        s.live().filter_map(|(v, e)| state.schemas.get(&e.id).map(|x| (v, x.parsed.clone()))).collect()
                     })
                     .unwrap_or_default();
-                let earlier: Vec<(u32, &Schema)> =
-                    earlier.iter().map(|(v, s)| (*v, s.as_ref())).collect();
+                let earlier: Vec<(u32, &Schema)> = earlier.iter().map(|(v, s)| (*v, s.as_ref())).collect();
                 let clashes = compat::check(state.level_for(subject), &parsed, &earlier);
                 if !clashes.is_empty() {
-                    let details = clashes
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("; ");
-                    return Err(RegistryError::Incompatible {
-                        subject: subject.to_owned(),
-                        details,
-                    });
+                    let details = clashes.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+                    return Err(RegistryError::Incompatible { subject: subject.to_owned(), details });
                 }
-                let id = state
-                    .ids_by_text
-                    .get(canonical.as_str())
-                    .copied()
-                    .unwrap_or(state.max_id + 1);
-                let version = subject_state
-                    .and_then(|s| s.versions.keys().next_back().copied())
-                    .unwrap_or(0)
-                    + 1;
+                let id = state.ids_by_text.get(canonical.as_str()).copied().unwrap_or(state.max_id + 1);
+                let version = subject_state.and_then(|s| s.versions.keys().next_back().copied()).unwrap_or(0) + 1;
                 SchemaValue {
                     subject: subject.to_owned(),
                     version,
@@ -325,13 +269,10 @@ impl Registry {
                 None => {
                     // Our claim lost and its key has no accepted value: remove it
                     // so compaction cannot leave it as the key's last record.
-                    self.store
-                        .append(&LogKey::schema(subject, claim.version), None)
-                        .await?;
+                    self.store.append(&LogKey::schema(subject, claim.version), None).await?;
                 }
             }
-            self.races_lost
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.races_lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             // Back off for a random while, growing with each lost race, so two
             // instances that keep colliding fall out of step.
             tokio::time::sleep(jitter(attempt)).await;
@@ -362,11 +303,7 @@ impl Registry {
         let live: Vec<(u32, Arc<Schema>)> = state
             .subjects
             .get(subject)
-            .map(|s| {
-                s.live()
-                    .filter_map(|(v, e)| state.schemas.get(&e.id).map(|x| (v, x.parsed.clone())))
-                    .collect()
-            })
+            .map(|s| s.live().filter_map(|(v, e)| state.schemas.get(&e.id).map(|x| (v, x.parsed.clone()))).collect())
             .unwrap_or_default();
         let against: Vec<(u32, Arc<Schema>)> = match spec {
             None => live,
@@ -375,55 +312,33 @@ impl Registry {
                 if live.is_empty() {
                     return Err(RegistryError::SubjectNotFound(subject.to_owned()));
                 }
-                vec![
-                    live.into_iter()
-                        .find(|(v, _)| *v == n)
-                        .ok_or(RegistryError::VersionNotFound(n))?,
-                ]
+                vec![live.into_iter().find(|(v, _)| *v == n).ok_or(RegistryError::VersionNotFound(n))?]
             }
         };
         let against: Vec<(u32, &Schema)> = against.iter().map(|(v, s)| (*v, s.as_ref())).collect();
-        Ok(compat::check(level, &parsed, &against)
-            .iter()
-            .map(ToString::to_string)
-            .collect())
+        Ok(compat::check(level, &parsed, &against).iter().map(ToString::to_string).collect())
     }
 
     /// The level for `subject` (`None`: global). A subject without its own level
     /// is 40408 unless `default_to_global`.
-    pub fn config(
-        &self,
-        subject: Option<&str>,
-        default_to_global: bool,
-    ) -> Result<CompatibilityLevel, RegistryError> {
+    pub fn config(&self, subject: Option<&str>, default_to_global: bool) -> Result<CompatibilityLevel, RegistryError> {
         let state = self.store.state();
         match subject {
             None => Ok(state.global.unwrap_or_default()),
             Some(subject) => match state.subjects.get(subject).and_then(|s| s.compatibility) {
                 Some(level) => Ok(level),
                 None if default_to_global => Ok(state.level_for(subject)),
-                None => Err(RegistryError::SubjectLevelCompatibilityNotConfigured(
-                    subject.to_owned(),
-                )),
+                None => Err(RegistryError::SubjectLevelCompatibilityNotConfigured(subject.to_owned())),
             },
         }
     }
 
     /// Sets the level for `subject` (`None`: global).
-    pub async fn set_config(
-        &self,
-        subject: Option<&str>,
-        level: CompatibilityLevel,
-    ) -> Result<(), RegistryError> {
-        let value = serde_json::to_vec(&ConfigValue {
-            compatibility_level: level,
-        })
-        .map_err(|e| RegistryError::Store(e.to_string()))?;
+    pub async fn set_config(&self, subject: Option<&str>, level: CompatibilityLevel) -> Result<(), RegistryError> {
+        let value = serde_json::to_vec(&ConfigValue { compatibility_level: level })
+            .map_err(|e| RegistryError::Store(e.to_string()))?;
         let _write = self.write_lock.lock().await;
-        let offset = self
-            .store
-            .append(&LogKey::config(subject), Some(value))
-            .await?;
+        let offset = self.store.append(&LogKey::config(subject), Some(value)).await?;
         self.store.wait_applied(offset).await
     }
 
@@ -431,32 +346,21 @@ impl Registry {
     pub async fn delete_config(&self, subject: &str) -> Result<CompatibilityLevel, RegistryError> {
         let _write = self.write_lock.lock().await;
         let previous = self.config(Some(subject), false)?;
-        let offset = self
-            .store
-            .append(&LogKey::config(Some(subject)), None)
-            .await?;
+        let offset = self.store.append(&LogKey::config(Some(subject)), None).await?;
         self.store.wait_applied(offset).await?;
         Ok(previous)
     }
 
     /// Deletes a subject: soft (versions hidden, ids kept) or, after a soft
     /// delete, permanently. Returns the versions deleted.
-    pub async fn delete_subject(
-        &self,
-        subject: &str,
-        permanent: bool,
-    ) -> Result<Vec<u32>, RegistryError> {
+    pub async fn delete_subject(&self, subject: &str, permanent: bool) -> Result<Vec<u32>, RegistryError> {
         let _write = self.write_lock.lock().await;
         self.store.catch_up().await?;
         let (live, all) = {
             let state = self.store.state();
             let s = state.subjects.get(subject);
-            let live: Vec<u32> = s
-                .map(|s| s.live().map(|(v, _)| v).collect())
-                .unwrap_or_default();
-            let all: Vec<u32> = s
-                .map(|s| s.versions.keys().copied().collect())
-                .unwrap_or_default();
+            let live: Vec<u32> = s.map(|s| s.live().map(|(v, _)| v).collect()).unwrap_or_default();
+            let all: Vec<u32> = s.map(|s| s.versions.keys().copied().collect()).unwrap_or_default();
             (live, all)
         };
         if all.is_empty() {
@@ -468,14 +372,9 @@ impl Registry {
                 return Err(RegistryError::SubjectNotSoftDeleted(subject.to_owned()));
             }
             for version in &all {
-                self.store
-                    .append(&LogKey::schema(subject, *version), None)
-                    .await?;
+                self.store.append(&LogKey::schema(subject, *version), None).await?;
             }
-            last = self
-                .store
-                .append(&LogKey::delete_subject(subject), None)
-                .await?;
+            last = self.store.append(&LogKey::delete_subject(subject), None).await?;
         } else {
             if live.is_empty() {
                 return Err(RegistryError::SubjectSoftDeleted(subject.to_owned()));
@@ -487,17 +386,9 @@ impl Registry {
                     last = self.store.append_schema(&value).await?;
                 }
             }
-            let marker = DeleteSubjectValue {
-                subject: subject.to_owned(),
-                version: all[all.len() - 1],
-            };
-            let marker =
-                serde_json::to_vec(&marker).map_err(|e| RegistryError::Store(e.to_string()))?;
-            last = last.max(
-                self.store
-                    .append(&LogKey::delete_subject(subject), Some(marker))
-                    .await?,
-            );
+            let marker = DeleteSubjectValue { subject: subject.to_owned(), version: all[all.len() - 1] };
+            let marker = serde_json::to_vec(&marker).map_err(|e| RegistryError::Store(e.to_string()))?;
+            last = last.max(self.store.append(&LogKey::delete_subject(subject), Some(marker)).await?);
         }
         self.store.wait_applied(last).await?;
         Ok(if permanent { all } else { live })
@@ -512,11 +403,7 @@ impl Registry {
     ) -> Result<u32, RegistryError> {
         let _write = self.write_lock.lock().await;
         self.store.catch_up().await?;
-        let found = self.version(
-            subject,
-            spec,
-            permanent || matches!(spec, VersionSpec::Number(_)),
-        )?;
+        let found = self.version(subject, spec, permanent || matches!(spec, VersionSpec::Number(_)))?;
         let deleted = self
             .store
             .state()
@@ -526,20 +413,12 @@ impl Registry {
             .is_some_and(|e| e.deleted);
         let offset = if permanent {
             if !deleted {
-                return Err(RegistryError::VersionNotSoftDeleted(
-                    subject.to_owned(),
-                    found.version,
-                ));
+                return Err(RegistryError::VersionNotSoftDeleted(subject.to_owned(), found.version));
             }
-            self.store
-                .append(&LogKey::schema(subject, found.version), None)
-                .await?
+            self.store.append(&LogKey::schema(subject, found.version), None).await?
         } else {
             if deleted {
-                return Err(RegistryError::VersionSoftDeleted(
-                    subject.to_owned(),
-                    found.version,
-                ));
+                return Err(RegistryError::VersionSoftDeleted(subject.to_owned(), found.version));
             }
             let value = SchemaValue {
                 subject: subject.to_owned(),
@@ -571,11 +450,7 @@ pub struct RunningRegistry {
 
 impl RunningRegistry {
     /// Opens the log and serves the API on `listen` (port 0: any free port).
-    pub async fn start(
-        brokers: &str,
-        topic: &str,
-        listen: std::net::SocketAddr,
-    ) -> anyhow::Result<Self> {
+    pub async fn start(brokers: &str, topic: &str, listen: std::net::SocketAddr) -> anyhow::Result<Self> {
         Self::serve(Registry::open(brokers, topic).await?, listen).await
     }
 
@@ -590,12 +465,7 @@ impl RunningRegistry {
                 tracing::error!(%error, "schema registry server stopped");
             }
         });
-        Ok(Self {
-            url: format!("http://{addr}"),
-            addr,
-            registry,
-            task,
-        })
+        Ok(Self { url: format!("http://{addr}"), addr, registry, task })
     }
 
     /// Stops serving (the socket closes; the log stays in Kafka).

@@ -50,21 +50,12 @@ pub struct SubjectState {
 impl SubjectState {
     /// Versions not soft-deleted, ascending.
     pub fn live(&self) -> impl DoubleEndedIterator<Item = (u32, VersionEntry)> + '_ {
-        self.versions
-            .iter()
-            .filter(|(_, e)| !e.deleted)
-            .map(|(v, e)| (*v, *e))
+        self.versions.iter().filter(|(_, e)| !e.deleted).map(|(v, e)| (*v, *e))
     }
 
     /// Versions including soft-deleted ones when `deleted`.
-    pub fn visible(
-        &self,
-        deleted: bool,
-    ) -> impl DoubleEndedIterator<Item = (u32, VersionEntry)> + '_ {
-        self.versions
-            .iter()
-            .filter(move |(_, e)| deleted || !e.deleted)
-            .map(|(v, e)| (*v, *e))
+    pub fn visible(&self, deleted: bool) -> impl DoubleEndedIterator<Item = (u32, VersionEntry)> + '_ {
+        self.versions.iter().filter(move |(_, e)| deleted || !e.deleted).map(|(v, e)| (*v, *e))
     }
 }
 
@@ -105,11 +96,7 @@ pub struct State {
 impl State {
     /// The level in force for `subject`.
     pub fn level_for(&self, subject: &str) -> CompatibilityLevel {
-        self.subjects
-            .get(subject)
-            .and_then(|s| s.compatibility)
-            .or(self.global)
-            .unwrap_or_default()
+        self.subjects.get(subject).and_then(|s| s.compatibility).or(self.global).unwrap_or_default()
     }
 
     /// The value state holds for `subject`'s `version`, as a log value.
@@ -146,9 +133,7 @@ impl State {
             Err(error) => return Apply::Ignored(format!("undecodable key: {error}")),
         };
         match key.clone() {
-            LogKey::Schema {
-                subject, version, ..
-            } => match value {
+            LogKey::Schema { subject, version, .. } => match value {
                 None => {
                     if let Some(s) = self.subjects.get_mut(&subject) {
                         s.versions.remove(&version);
@@ -174,9 +159,7 @@ impl State {
                 match subject {
                     None => self.global = level,
                     Some(subject) => match level {
-                        Some(level) => {
-                            self.subjects.entry(subject).or_default().compatibility = Some(level)
-                        }
+                        Some(level) => self.subjects.entry(subject).or_default().compatibility = Some(level),
                         None => {
                             if let Some(s) = self.subjects.get_mut(&subject) {
                                 s.compatibility = None;
@@ -202,9 +185,7 @@ impl State {
                         }
                         Apply::Applied
                     }
-                    Err(error) => {
-                        Apply::Ignored(format!("undecodable DELETE_SUBJECT value: {error}"))
-                    }
+                    Err(error) => Apply::Ignored(format!("undecodable DELETE_SUBJECT value: {error}")),
                 }
             }
             LogKey::Noop { .. } => Apply::Ignored("NOOP".into()),
@@ -231,52 +212,29 @@ impl State {
         if let Some(existing) = self.schemas.get(&value.id)
             && existing.text != text
         {
-            return reject(
-                self,
-                format!("id {} already names another schema", value.id),
-            );
+            return reject(self, format!("id {} already names another schema", value.id));
         }
         if let Some(&existing_id) = self.ids_by_text.get(&text)
             && existing_id != value.id
         {
-            return reject(
-                self,
-                format!("this schema already has id {existing_id}, not {}", value.id),
-            );
+            return reject(self, format!("this schema already has id {existing_id}, not {}", value.id));
         }
-        if let Some(entry) = self
-            .subjects
-            .get(&value.subject)
-            .and_then(|s| s.versions.get(&value.version))
+        if let Some(entry) = self.subjects.get(&value.subject).and_then(|s| s.versions.get(&value.version))
             && entry.id != value.id
         {
-            return reject(
-                self,
-                format!(
-                    "{} version {} already names id {}",
-                    value.subject, value.version, entry.id
-                ),
-            );
+            return reject(self, format!("{} version {} already names id {}", value.subject, value.version, entry.id));
         }
-        self.schemas
-            .entry(value.id)
-            .or_insert_with(|| StoredSchema {
-                id: value.id,
-                text: text.clone(),
-                parsed: Arc::new(parsed),
-            });
+        self.schemas.entry(value.id).or_insert_with(|| StoredSchema {
+            id: value.id,
+            text: text.clone(),
+            parsed: Arc::new(parsed),
+        });
         self.ids_by_text.insert(text, value.id);
         self.max_id = self.max_id.max(value.id);
         // A soft delete is never undone: re-registering a deleted schema makes a new version.
         let versions = &mut self.subjects.entry(value.subject).or_default().versions;
         let was_deleted = versions.get(&value.version).is_some_and(|e| e.deleted);
-        versions.insert(
-            value.version,
-            VersionEntry {
-                id: value.id,
-                deleted: value.deleted || was_deleted,
-            },
-        );
+        versions.insert(value.version, VersionEntry { id: value.id, deleted: value.deleted || was_deleted });
         Apply::Applied
     }
 }
@@ -306,15 +264,9 @@ mod tests {
     #[test]
     fn first_claim_of_an_id_wins() {
         let mut state = State::default();
-        assert_eq!(
-            apply(&mut state, record("a", 1, 1, r#""string""#)),
-            Apply::Applied
-        );
+        assert_eq!(apply(&mut state, record("a", 1, 1, r#""string""#)), Apply::Applied);
         let loser = apply(&mut state, record("b", 1, 1, r#""long""#));
-        assert!(
-            matches!(loser, Apply::Rejected { accepted: None, .. }),
-            "{loser:?}"
-        );
+        assert!(matches!(loser, Apply::Rejected { accepted: None, .. }), "{loser:?}");
         assert!(!state.subjects.contains_key("b"));
         assert_eq!(state.schemas[&1].text.as_ref(), r#""string""#);
     }
@@ -323,20 +275,12 @@ mod tests {
     fn a_schema_keeps_its_first_id_and_a_version_its_first_schema() {
         let mut state = State::default();
         apply(&mut state, record("a", 1, 1, r#""string""#));
-        assert!(matches!(
-            apply(&mut state, record("b", 1, 2, r#""string""#)),
-            Apply::Rejected { .. }
-        ));
+        assert!(matches!(apply(&mut state, record("b", 1, 2, r#""string""#)), Apply::Rejected { .. }));
         // Same schema under a second subject with the same id is fine.
-        assert_eq!(
-            apply(&mut state, record("b", 1, 1, r#""string""#)),
-            Apply::Applied
-        );
+        assert_eq!(apply(&mut state, record("b", 1, 1, r#""string""#)), Apply::Applied);
         let clash = apply(&mut state, record("a", 1, 3, r#""long""#));
         match clash {
-            Apply::Rejected {
-                accepted: Some(v), ..
-            } => assert_eq!(v.id, 1),
+            Apply::Rejected { accepted: Some(v), .. } => assert_eq!(v.id, 1),
             other => panic!("expected a rejection carrying the accepted value, got {other:?}"),
         }
     }

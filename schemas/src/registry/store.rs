@@ -35,9 +35,7 @@ pub struct LogStore {
 
 impl std::fmt::Debug for LogStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogStore")
-            .field("topic", &self.topic)
-            .finish_non_exhaustive()
+        f.debug_struct("LogStore").field("topic", &self.topic).finish_non_exhaustive()
     }
 }
 
@@ -49,17 +47,9 @@ impl LogStore {
     /// Creates the topic if needed (one partition, compacted), starts the
     /// reader, and returns once every record present at start is applied.
     pub async fn open(brokers: &str, topic: &str) -> Result<Self, RegistryError> {
-        ensure_topic(
-            brokers,
-            topic,
-            1,
-            &[
-                ("cleanup.policy", "compact"),
-                ("min.compaction.lag.ms", "86400000"),
-            ],
-        )
-        .await
-        .map_err(store_error)?;
+        ensure_topic(brokers, topic, 1, &[("cleanup.policy", "compact"), ("min.compaction.lag.ms", "86400000")])
+            .await
+            .map_err(store_error)?;
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
@@ -77,9 +67,7 @@ impl LogStore {
             .create()
             .map_err(store_error)?;
         let mut assignment = TopicPartitionList::new();
-        assignment
-            .add_partition_offset(topic, 0, Offset::Beginning)
-            .map_err(store_error)?;
+        assignment.add_partition_offset(topic, 0, Offset::Beginning).map_err(store_error)?;
         consumer.assign(&assignment).map_err(store_error)?;
         let (position_tx, position) = watch::channel(0i64);
         let store = Self {
@@ -96,21 +84,18 @@ impl LogStore {
 
     /// The state, for reading. Hold the guard briefly: the reader task waits on it.
     pub fn state(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        self.state
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Waits until every record that was in the topic when this was called is applied.
     pub async fn catch_up(&self) -> Result<(), RegistryError> {
         let consumer = self.consumer.clone();
         let topic = self.topic.clone();
-        let (_, high) = tokio::task::spawn_blocking(move || {
-            consumer.fetch_watermarks(&topic, 0, Duration::from_secs(10))
-        })
-        .await
-        .map_err(store_error)?
-        .map_err(store_error)?;
+        let (_, high) =
+            tokio::task::spawn_blocking(move || consumer.fetch_watermarks(&topic, 0, Duration::from_secs(10)))
+                .await
+                .map_err(store_error)?
+                .map_err(store_error)?;
         self.wait_applied(high - 1).await
     }
 
@@ -133,25 +118,18 @@ impl LogStore {
     /// once the broker has acknowledged it.
     pub async fn append(&self, key: &LogKey, value: Option<Vec<u8>>) -> Result<i64, RegistryError> {
         let key = serde_json::to_vec(key).map_err(store_error)?;
-        let mut record = FutureRecord::<Vec<u8>, Vec<u8>>::to(&self.topic)
-            .key(&key)
-            .partition(0);
+        let mut record = FutureRecord::<Vec<u8>, Vec<u8>>::to(&self.topic).key(&key).partition(0);
         if let Some(value) = value.as_ref() {
             record = record.payload(value);
         }
-        let delivery = self
-            .producer
-            .send(record, WRITE_TIMEOUT)
-            .await
-            .map_err(|(error, _)| store_error(error))?;
+        let delivery = self.producer.send(record, WRITE_TIMEOUT).await.map_err(|(error, _)| store_error(error))?;
         Ok(delivery.offset)
     }
 
     /// Appends a SCHEMA record.
     pub async fn append_schema(&self, value: &SchemaValue) -> Result<i64, RegistryError> {
         let key = LogKey::schema(&value.subject, value.version);
-        self.append(&key, Some(serde_json::to_vec(value).map_err(store_error)?))
-            .await
+        self.append(&key, Some(serde_json::to_vec(value).map_err(store_error)?)).await
     }
 
     /// Flushes the producer (on shutdown).
@@ -173,10 +151,7 @@ impl LogStore {
             };
             let key = message.key().unwrap_or_default().to_vec();
             let outcome = {
-                let mut state = self
-                    .state
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut state = self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
                 state.apply(&key, message.payload())
             };
             match outcome {
@@ -186,9 +161,7 @@ impl LogStore {
                 Apply::Ignored(reason) => {
                     tracing::debug!(offset = message.offset(), %reason, "schemas log record ignored");
                 }
-                Apply::Rejected {
-                    reason, accepted, ..
-                } => {
+                Apply::Rejected { reason, accepted, .. } => {
                     tracing::warn!(offset = message.offset(), %reason, "schemas log record rejected: an earlier record claimed the same id, schema or version");
                     if let Some(accepted) = accepted {
                         needs_repair.insert(key, accepted);
@@ -211,10 +184,7 @@ impl LogStore {
     /// Repairs wait until the reader has caught up with the log, so that a
     /// repair already written later in the log is seen first.
     fn at_end(&self, next: i64) -> bool {
-        match self
-            .consumer
-            .fetch_watermarks(&self.topic, 0, Duration::from_secs(5))
-        {
+        match self.consumer.fetch_watermarks(&self.topic, 0, Duration::from_secs(5)) {
             Ok((_, high)) => next >= high,
             Err(_) => false,
         }
