@@ -112,11 +112,20 @@ pub fn generic_payload_schema(source: &str) -> Json {
     json!({
         "type": "record",
         "name": "GenericEvent",
-        "namespace": format!("webhooks.{}", crate::catalog::sanitize_name(source)),
+        "namespace": format!("webhooks.{}", avro_identifier(source)),
         "doc": "An event with no typed schema in the catalog: its JSON body, unparsed.",
         "fields": [
             {"name": "id", "type": ["null", "string"], "default": null, "doc": "The provider's event id, when the body has one at /id."},
             {"name": "json", "type": "string", "doc": "The JSON body as received."}
         ]
     })
+}
+
+/// `name` as an Avro name component: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn avro_identifier(name: &str) -> String {
+    let mut out: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    if !out.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+        out.insert(0, '_');
+    }
+    out
 }

@@ -1,0 +1,478 @@
+//! The delivery path: `POST /webhooks/{source}` → verify → parse → type →
+//! deduplicate → pick the schema version → transcode → produce → answer.
+//!
+//! The answer is 2xx only once Kafka has acknowledged the record:
+//! - 200 `accepted`: the typed record is on its topic;
+//! - 202 `dead-lettered`: verified, but unparseable, untypeable or not
+//!   transcodable: the raw body and the reason are on the dead-letter topic;
+//! - 200 `duplicate`: this delivery id was already produced within the window;
+//! - 401: forged or stale (nothing produced, counted); 404: unknown source;
+//!   413: body over the limit; 409: the same delivery is in flight;
+//!   503 + `Retry-After`: Kafka or the registry did not answer in time.
+
+use crate::config::{Config, Provider, SourceConfig};
+use crate::deliveries::{Admission, DeliveryLog, DeliveryRecord};
+use crate::error::AppError;
+use crate::events::{self, Described, Handshake};
+use crate::metrics::{Metrics, Outcome};
+use crate::schema_ids::SchemaIds;
+use crate::sink::{KafkaSink, Produced, SinkError};
+use crate::verify::{Inbound, Verified, Verifier};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use rdkafka::message::{Header, OwnedHeaders};
+use schemas::catalog::{Catalog, CatalogVersion, topic_name, value_subject};
+use schemas::envelope::{Envelope, envelope_value, generic_payload_schema};
+use schemas::transcode::Transcoder;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The time, injectable so tests can replay signed vectors at their `now`.
+#[derive(Debug, Clone, Copy)]
+pub enum Clock {
+    /// The system clock.
+    System,
+    /// A fixed instant, unix seconds.
+    Fixed(i64),
+}
+
+impl Clock {
+    /// Milliseconds since the epoch.
+    pub fn now_ms(self) -> i64 {
+        match self {
+            Self::System => chrono::Utc::now().timestamp_millis(),
+            Self::Fixed(secs) => secs * 1000,
+        }
+    }
+}
+
+/// A configured source, ready to verify and describe deliveries.
+#[derive(Debug)]
+pub struct Source {
+    /// Its name (the URL path segment).
+    pub name: String,
+    /// Its configuration.
+    pub config: SourceConfig,
+    /// Its verifier.
+    pub verifier: Verifier,
+    /// Its catalog directory.
+    pub catalog_source: String,
+    /// Its generic schema, for event types without a typed one.
+    pub generic: Arc<Typed>,
+}
+
+/// A schema version ready to encode with.
+#[derive(Debug)]
+pub struct Typed {
+    /// The catalog version.
+    pub version: CatalogVersion,
+    /// Its transcoder (payload schema).
+    pub transcoder: Transcoder,
+    /// The registered schema's text.
+    pub text: Arc<str>,
+}
+
+impl Typed {
+    fn new(version: CatalogVersion) -> Self {
+        Self {
+            transcoder: Transcoder::new(version.payload.clone()),
+            text: version.envelope_text.clone().into(),
+            version,
+        }
+    }
+}
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct App {
+    /// The configuration.
+    pub config: Config,
+    /// Sources by name.
+    pub sources: HashMap<String, Source>,
+    /// Typed schemas by (catalog source, event dir, version).
+    pub typed: HashMap<(String, String, u32), Arc<Typed>>,
+    /// The catalog.
+    pub catalog: Catalog,
+    /// Schema ids.
+    pub schema_ids: SchemaIds,
+    /// The producer.
+    pub sink: KafkaSink,
+    /// Dedup.
+    pub deliveries: DeliveryLog,
+    /// Counters.
+    pub metrics: Metrics,
+    /// The clock.
+    pub clock: Clock,
+}
+
+/// The routes.
+pub fn router(app: Arc<App>) -> Router {
+    let limit = app.config.server.max_body_bytes;
+    Router::new()
+        .route("/webhooks/{source}", post(receive))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(|State(app): State<Arc<App>>| async move { app.metrics.render() }))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(app)
+}
+
+async fn ready(State(app): State<Arc<App>>) -> Response {
+    let (broker, registry) = tokio::join!(app.sink.broker_reachable(), app.schema_ids.client().reachable());
+    let status = if broker && registry { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(json!({ "broker": broker, "registry": registry }))).into_response()
+}
+
+fn accepted(status: StatusCode, body: Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+/// Where a verified delivery came in, for the envelope and the headers.
+struct Delivery<'a> {
+    source: &'a Source,
+    headers: &'a HeaderMap,
+    verified: &'a Verified,
+    received_at_ms: i64,
+}
+
+async fn receive(
+    State(app): State<Arc<App>>,
+    Path(source_name): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    let source = app.sources.get(&source_name).ok_or_else(|| AppError::UnknownSource(source_name.clone()))?;
+    let received_at_ms = app.clock.now_ms();
+    let verified = source.verify_request(&uri, &headers, body, received_at_ms / 1000).map_err(|error| {
+        app.metrics.forged(&source.name, error.label());
+        tracing::warn!(source = %source.name, reason = %error, "webhook refused");
+        AppError::Forged(error)
+    })?;
+    let delivery = Delivery { source, headers: &headers, verified: &verified, received_at_ms };
+    app.handle_verified(&delivery).await
+}
+
+impl App {
+    async fn handle_verified(&self, d: &Delivery<'_>) -> Result<Response, AppError> {
+        let body = d.verified.body();
+        let json = match events::body_json(d.headers, body) {
+            Ok(json) => json,
+            Err(reason) => return self.dead_letter(d, None, "parse", &reason).await,
+        };
+        if let Some(handshake) = events::handshake(d.source.config.provider, d.headers, &json) {
+            self.metrics.delivery(&d.source.name, Outcome::Handshake);
+            return Ok(match handshake {
+                Handshake::SlackChallenge(challenge) => (StatusCode::OK, challenge).into_response(),
+                Handshake::GithubPing => accepted(StatusCode::OK, json!({ "status": "pong" })),
+            });
+        }
+        let described = match events::describe(&d.source.config, d.headers, &json, body) {
+            Ok(described) => described,
+            Err(reason) => return self.dead_letter(d, None, "describe", &reason).await,
+        };
+        let _in_flight = match self.deliveries.admit(&d.source.name, &described.delivery_id, d.received_at_ms) {
+            Admission::New(mark) => mark,
+            Admission::Duplicate(record) => {
+                self.metrics.delivery(&d.source.name, Outcome::Duplicate);
+                return Ok(accepted(
+                    StatusCode::OK,
+                    json!({ "status": "duplicate", "delivery_id": record.delivery_id, "topic": record.topic,
+                            "partition": record.partition, "offset": record.offset }),
+                ));
+            }
+            Admission::InFlight => {
+                self.metrics.delivery(&d.source.name, Outcome::InFlight);
+                return Err(AppError::InFlight(described.delivery_id));
+            }
+        };
+        let topic = topic_name(&self.config.kafka.topic_template, &d.source.name, &described.event_type);
+        let typed = self.schema_for(d.source, &described);
+        let payload_json = if Arc::ptr_eq(&typed, &d.source.generic) {
+            json!({ "id": json.get("id").and_then(|v| v.as_str().map(str::to_owned).or_else(|| v.as_i64().map(|n| n.to_string()))),
+                    "json": String::from_utf8_lossy(body) })
+        } else {
+            json
+        };
+        let payload = match typed.transcoder.transcode(&payload_json) {
+            Ok(payload) => payload,
+            Err(error) => {
+                let reason =
+                    format!("does not fit {} v{}: {error}", typed.version.path.display(), typed.version.version);
+                return self.dead_letter(d, Some(&described), "transcode", &reason).await;
+            }
+        };
+        let subject = value_subject(&topic);
+        let schema_id = match self.schema_ids.id_for(&subject, &typed.text).await {
+            Ok(id) => id,
+            Err(schemas::client::ClientError::Incompatible(message)) => {
+                let reason = format!("the registry refuses {} for {subject}: {message}", typed.version.path.display());
+                return self.dead_letter(d, Some(&described), "registry", &reason).await;
+            }
+            Err(error) => {
+                self.metrics.delivery(&d.source.name, Outcome::RegistryUnavailable);
+                return Err(AppError::Unavailable(error.to_string(), self.config.server.retry_after_secs));
+            }
+        };
+        let envelope = Envelope {
+            delivery_id: described.delivery_id.clone(),
+            source: d.source.name.clone(),
+            event_type: described.event_type.clone(),
+            schema_version: typed.version.version as i32,
+            received_at_ms: d.received_at_ms,
+            occurred_at_ms: described.occurred_at_ms,
+            origin: "webhook".into(),
+            headers: d
+                .source
+                .config
+                .headers
+                .iter()
+                .filter_map(|name| {
+                    d.headers.get(name.as_str()).and_then(|v| v.to_str().ok()).map(|v| (name.clone(), v.to_owned()))
+                })
+                .collect(),
+            raw: d.source.config.keep_raw.then(|| String::from_utf8_lossy(body).into_owned()),
+        };
+        let avro = match schemas::wire::encode_avro(&typed.version.envelope, envelope_value(&envelope, payload)) {
+            Ok(avro) => avro,
+            Err(error) => return self.dead_letter(d, Some(&described), "encode", &error.to_string()).await,
+        };
+        let record = schemas::wire::frame(schema_id, &avro);
+        let headers = record_headers(d, &described, &typed, schema_id);
+        let produced =
+            self.produce(&topic, described.key.as_deref().map(str::as_bytes), &record, headers, &d.source.name).await?;
+        self.deliveries.record(
+            &self.sink,
+            DeliveryRecord {
+                source: d.source.name.clone(),
+                delivery_id: described.delivery_id.clone(),
+                received_at_ms: d.received_at_ms,
+                outcome: "produced".into(),
+                topic: produced.topic.clone(),
+                partition: produced.partition,
+                offset: produced.offset,
+                event_type: Some(described.event_type.clone()),
+                schema_id: Some(schema_id),
+            },
+        );
+        self.metrics.delivery(&d.source.name, Outcome::Accepted);
+        tracing::info!(source = %d.source.name, delivery_id = %described.delivery_id, event_type = %described.event_type,
+            topic = %produced.topic, partition = produced.partition, offset = produced.offset, schema_id, "delivery produced");
+        Ok(accepted(
+            StatusCode::OK,
+            json!({ "status": "accepted", "delivery_id": described.delivery_id, "event_type": described.event_type,
+                    "topic": produced.topic, "partition": produced.partition, "offset": produced.offset,
+                    "schema_id": schema_id, "schema_version": typed.version.version }),
+        ))
+    }
+
+    fn schema_for(&self, source: &Source, described: &Described) -> Arc<Typed> {
+        self.catalog
+            .find(&source.catalog_source, &described.event_type)
+            .map(|event| event.select(described.selector.as_deref()))
+            .and_then(|version| {
+                self.typed.get(&(source.catalog_source.clone(), event_dir(version), version.version)).cloned()
+            })
+            .unwrap_or_else(|| source.generic.clone())
+    }
+
+    async fn produce(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        record: &[u8],
+        headers: OwnedHeaders,
+        source: &str,
+    ) -> Result<Produced, AppError> {
+        let deadline = Duration::from_millis(self.config.server.ack_timeout_ms);
+        let unavailable = |error: SinkError| {
+            self.metrics.delivery(source, Outcome::BrokerUnavailable);
+            tracing::error!(%error, topic, "record not acknowledged; answering 503");
+            AppError::Unavailable(error.to_string(), self.config.server.retry_after_secs)
+        };
+        tokio::time::timeout(deadline, self.sink.ensure_topic(topic))
+            .await
+            .map_err(|_| unavailable(SinkError::Timeout(deadline)))?
+            .map_err(unavailable)?;
+        self.sink.produce(topic, key, record, headers, deadline).await.map_err(unavailable)
+    }
+
+    async fn dead_letter(
+        &self,
+        d: &Delivery<'_>,
+        described: Option<&Described>,
+        stage: &str,
+        reason: &str,
+    ) -> Result<Response, AppError> {
+        let body = d.verified.body();
+        let delivery_id = described.map(|x| x.delivery_id.clone()).unwrap_or_else(|| {
+            use sha2::Digest;
+            format!("sha256:{}", hex::encode(sha2::Sha256::digest(body)))
+        });
+        if let Admission::Duplicate(record) = self.deliveries.admit(&d.source.name, &delivery_id, d.received_at_ms) {
+            self.metrics.delivery(&d.source.name, Outcome::Duplicate);
+            return Ok(accepted(StatusCode::OK, json!({ "status": "duplicate", "delivery_id": record.delivery_id })));
+        }
+        let content_type = d.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "dlq_reason", value: Some(reason) })
+            .insert(Header { key: "dlq_stage", value: Some(stage) })
+            .insert(Header { key: "source", value: Some(d.source.name.as_str()) })
+            .insert(Header { key: "delivery_id", value: Some(delivery_id.as_str()) })
+            .insert(Header { key: "event_type", value: described.map(|x| x.event_type.as_str()) })
+            .insert(Header { key: "received_at", value: Some(&d.received_at_ms.to_string()) })
+            .insert(Header { key: "original_content_type", value: Some(content_type.as_str()) });
+        let topic = self.config.kafka.dead_letter_topic.clone();
+        let produced = self.produce(&topic, Some(delivery_id.as_bytes()), body, headers, &d.source.name).await?;
+        self.deliveries.record(
+            &self.sink,
+            DeliveryRecord {
+                source: d.source.name.clone(),
+                delivery_id: delivery_id.clone(),
+                received_at_ms: d.received_at_ms,
+                outcome: "dead-lettered".into(),
+                topic: produced.topic.clone(),
+                partition: produced.partition,
+                offset: produced.offset,
+                event_type: described.map(|x| x.event_type.clone()),
+                schema_id: None,
+            },
+        );
+        self.metrics.delivery(&d.source.name, Outcome::DeadLettered);
+        tracing::warn!(source = %d.source.name, %delivery_id, stage, reason, topic = %produced.topic, offset = produced.offset, "delivery dead-lettered");
+        Ok(accepted(
+            StatusCode::ACCEPTED,
+            json!({ "status": "dead-lettered", "delivery_id": delivery_id, "stage": stage, "reason": reason,
+                    "topic": produced.topic, "partition": produced.partition, "offset": produced.offset }),
+        ))
+    }
+}
+
+fn event_dir(version: &CatalogVersion) -> String {
+    version.path.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str()).unwrap_or_default().to_owned()
+}
+
+/// The CloudEvents Kafka binary-binding headers, trace context and ids.
+fn record_headers(d: &Delivery<'_>, described: &Described, typed: &Typed, schema_id: u32) -> OwnedHeaders {
+    let time_ms = described.occurred_at_ms.unwrap_or(d.received_at_ms);
+    let time = chrono::DateTime::from_timestamp_millis(time_ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let traceparent = d
+        .headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_traceparent(v))
+        .map(str::to_owned)
+        .unwrap_or_else(new_traceparent);
+    let ce_source = format!("/webhooks/{}", d.source.name);
+    let ce_type = format!("{}.{}", d.source.config.provider.catalog_name(), described.event_type);
+    let version = typed.version.version.to_string();
+    let schema_id = schema_id.to_string();
+    OwnedHeaders::new()
+        .insert(Header { key: "ce_specversion", value: Some("1.0") })
+        .insert(Header { key: "ce_id", value: Some(described.delivery_id.as_str()) })
+        .insert(Header { key: "ce_source", value: Some(ce_source.as_str()) })
+        .insert(Header { key: "ce_type", value: Some(ce_type.as_str()) })
+        .insert(Header { key: "ce_time", value: Some(time.as_str()) })
+        .insert(Header { key: "content-type", value: Some("application/avro") })
+        .insert(Header { key: "traceparent", value: Some(traceparent.as_str()) })
+        .insert(Header { key: "delivery_id", value: Some(described.delivery_id.as_str()) })
+        .insert(Header { key: "schema_version", value: Some(version.as_str()) })
+        .insert(Header { key: "schema_id", value: Some(schema_id.as_str()) })
+}
+
+fn is_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    parts.len() == 4
+        && parts[0].len() == 2
+        && parts[1].len() == 32
+        && parts[2].len() == 16
+        && parts[3].len() == 2
+        && parts.iter().all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
+        && parts[1] != "00000000000000000000000000000000"
+}
+
+fn new_traceparent() -> String {
+    let trace = uuid::Uuid::new_v4().simple().to_string();
+    let span = uuid::Uuid::new_v4().simple().to_string();
+    format!("00-{trace}-{}-01", &span[..16])
+}
+
+impl Source {
+    /// Verifies a request as the route does: the public URL is the
+    /// configured one plus the request's query.
+    pub fn verify_request(
+        &self,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: Bytes,
+        now_secs: i64,
+    ) -> Result<Verified, crate::verify::VerifyError> {
+        let public_url = self.config.public_url.as_ref().map(|base| match uri.query() {
+            Some(query) => format!("{base}?{query}"),
+            None => base.clone(),
+        });
+        let inbound = Inbound { headers, body: &body, public_url: public_url.as_deref(), now: now_secs };
+        self.verifier.verify(&inbound, body.clone())
+    }
+
+    /// Builds a source from its config, reading its secrets.
+    pub fn build(name: &str, config: &SourceConfig) -> anyhow::Result<Self> {
+        use crate::verify::*;
+        let secrets: Vec<String> = config.secrets(name)?.iter().map(|s| s.expose().to_owned()).collect();
+        let tolerance = config.tolerance_secs;
+        let verifier = match config.provider {
+            Provider::Stripe => Verifier::Stripe(stripe::Stripe::new(&secrets, tolerance)),
+            Provider::Github => Verifier::Github(github::Github::new(&secrets)),
+            Provider::Shopify => Verifier::Shopify(shopify::Shopify::new(&secrets)),
+            Provider::Slack => Verifier::Slack(slack::Slack::new(&secrets, tolerance)),
+            Provider::Twilio => Verifier::Twilio(twilio::Twilio::new(&secrets)),
+            Provider::StandardWebhooks => Verifier::StandardWebhooks(
+                standard_webhooks::StandardWebhooks::new(&secrets, tolerance)
+                    .map_err(|e| anyhow::anyhow!("source '{name}': {e}"))?,
+            ),
+            Provider::Generic => Verifier::GenericHmac(generic_hmac::GenericHmac::new(
+                config
+                    .generic
+                    .clone()
+                    .ok_or_else(|| anyhow::anyhow!("source '{name}' needs a [sources.{name}.generic] table"))?,
+                &secrets,
+                tolerance,
+            )),
+        };
+        let catalog_source = config.schemas.clone().unwrap_or_else(|| config.provider.catalog_name().to_owned());
+        let generic = CatalogVersion::from_payload(
+            1,
+            format!("<built-in generic schema of {name}>").into(),
+            generic_payload_schema(name),
+        )?;
+        Ok(Self {
+            name: name.to_owned(),
+            config: config.clone(),
+            verifier,
+            catalog_source,
+            generic: Arc::new(Typed::new(generic)),
+        })
+    }
+}
+
+/// Prepares every typed schema of the catalog for encoding.
+pub fn typed_schemas(catalog: &Catalog) -> HashMap<(String, String, u32), Arc<Typed>> {
+    let mut typed = HashMap::new();
+    for event in catalog.events() {
+        for version in &event.versions {
+            typed.insert(
+                (event.source.clone(), event.event.clone(), version.version),
+                Arc::new(Typed::new(version.clone())),
+            );
+        }
+    }
+    typed
+}

@@ -1,0 +1,386 @@
+//! Typed configuration: a TOML file, every key overridable from the
+//! environment as `BRIDGE_<SECTION>__<KEY>` (e.g. `BRIDGE_KAFKA__BROKERS`,
+//! `BRIDGE_SOURCES__STRIPE__TOLERANCE_SECS`). Unknown keys are an error that
+//! names the key. Secrets are never in the file: each source names an
+//! environment variable (`secrets_env`, comma-separated for rotation) or a
+//! file (`secrets_file`, one per line).
+
+use crate::verify::generic_hmac::GenericScheme;
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Everything the bridge is configured with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The HTTP side.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The Kafka side.
+    pub kafka: KafkaConfig,
+    /// The Confluent-compatible Schema Registry.
+    pub registry: RegistryConfig,
+    /// Where the Avro payload schemas are.
+    #[serde(default)]
+    pub catalog: CatalogConfig,
+    /// Duplicate-delivery detection.
+    #[serde(default)]
+    pub dedup: DedupConfig,
+    /// Webhook sources by name; each is served at `POST /webhooks/{name}`.
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceConfig>,
+}
+
+/// The HTTP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Largest body accepted; larger ones are answered 413.
+    pub max_body_bytes: usize,
+    /// How long to wait for the broker's acknowledgement before answering 503.
+    pub ack_timeout_ms: u64,
+    /// The `Retry-After` given with a 503, in seconds.
+    pub retry_after_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 1024 * 1024,
+            ack_timeout_ms: 10_000,
+            retry_after_secs: 5,
+        }
+    }
+}
+
+/// Kafka and topics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma-separated.
+    pub brokers: String,
+    /// Topic per event type; `{source}` and `{event_type}` are replaced and
+    /// the result made a legal topic name.
+    #[serde(default = "default_topic_template")]
+    pub topic_template: String,
+    /// Partitions of topics the bridge creates.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    /// Producer compression: none, gzip, snappy, lz4 or zstd.
+    #[serde(default = "default_compression")]
+    pub compression: String,
+    /// Where verified deliveries that cannot be parsed or typed go, raw.
+    #[serde(default = "default_dead_letter_topic")]
+    pub dead_letter_topic: String,
+    /// Compacted topic recording delivered ids, for deduplication across restarts.
+    #[serde(default = "default_deliveries_topic")]
+    pub deliveries_topic: String,
+    /// Extra librdkafka producer properties (e.g. `"linger.ms" = "5"`).
+    #[serde(default)]
+    pub producer: BTreeMap<String, String>,
+}
+
+fn default_topic_template() -> String {
+    schemas::catalog::DEFAULT_TOPIC_TEMPLATE.into()
+}
+fn default_partitions() -> i32 {
+    3
+}
+fn default_compression() -> String {
+    "lz4".into()
+}
+fn default_dead_letter_topic() -> String {
+    "webhooks.dead-letter".into()
+}
+fn default_deliveries_topic() -> String {
+    "_bridge_deliveries".into()
+}
+
+/// The schema registry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Base URL of any Confluent-compatible registry.
+    pub url: String,
+}
+
+/// The schema catalog.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogConfig {
+    /// The catalog directory (`<source>/<event>/v<N>.avsc`).
+    pub dir: PathBuf,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self { dir: PathBuf::from("schemas/catalog") }
+    }
+}
+
+/// Duplicate detection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DedupConfig {
+    /// How long a delivery id is remembered (providers retry for up to 3 days).
+    pub window_secs: u64,
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        Self { window_secs: 3 * 24 * 3600 }
+    }
+}
+
+/// The provider whose scheme a source uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Provider {
+    /// Stripe.
+    Stripe,
+    /// GitHub.
+    Github,
+    /// Shopify.
+    Shopify,
+    /// Slack Events API.
+    Slack,
+    /// Twilio.
+    Twilio,
+    /// Standard Webhooks / Svix.
+    StandardWebhooks,
+    /// Any HMAC, configured in `[sources.<name>.generic]`.
+    Generic,
+}
+
+impl Provider {
+    /// The catalog directory of the provider's schemas.
+    pub fn catalog_name(self) -> &'static str {
+        match self {
+            Self::Stripe => "stripe",
+            Self::Github => "github",
+            Self::Shopify => "shopify",
+            Self::Slack => "slack",
+            Self::Twilio => "twilio",
+            Self::StandardWebhooks => "standard-webhooks",
+            Self::Generic => "generic",
+        }
+    }
+}
+
+/// One webhook source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// The signature scheme and event conventions.
+    pub provider: Provider,
+    /// Environment variable holding the secrets, comma-separated (several: rotation).
+    #[serde(default)]
+    pub secrets_env: Option<String>,
+    /// File holding the secrets, one per line.
+    #[serde(default)]
+    pub secrets_file: Option<PathBuf>,
+    /// Window for signed timestamps, seconds either way.
+    #[serde(default = "default_tolerance")]
+    pub tolerance_secs: i64,
+    /// Catalog directory for this source's schemas (default: the provider's).
+    #[serde(default)]
+    pub schemas: Option<String>,
+    /// JSON pointer of the record key (e.g. `/data/object/id`): one entity's events stay in order.
+    #[serde(default)]
+    pub key_pointer: Option<String>,
+    /// JSON pointer of the value that selects the schema version (Stripe: `/api_version`).
+    #[serde(default)]
+    pub version_pointer: Option<String>,
+    /// Header that selects the schema version.
+    #[serde(default)]
+    pub version_header: Option<String>,
+    /// JSON pointer of the event type (generic sources; overrides the provider's rule).
+    #[serde(default)]
+    pub event_type_pointer: Option<String>,
+    /// Header of the event type (generic sources).
+    #[serde(default)]
+    pub event_type_header: Option<String>,
+    /// Header of the delivery id (generic sources).
+    #[serde(default)]
+    pub delivery_id_header: Option<String>,
+    /// JSON pointer of the delivery id (generic sources).
+    #[serde(default)]
+    pub delivery_id_pointer: Option<String>,
+    /// JSON pointer of when the event happened (generic sources).
+    #[serde(default)]
+    pub occurred_at_pointer: Option<String>,
+    /// Request headers copied into the record's envelope (lowercase names).
+    #[serde(default = "default_headers")]
+    pub headers: Vec<String>,
+    /// Keep the raw JSON body in the envelope, so fields the schema lacks are not lost.
+    #[serde(default = "default_true")]
+    pub keep_raw: bool,
+    /// The public URL the provider calls (Twilio signs it).
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// The generic HMAC scheme (provider = "generic").
+    #[serde(default)]
+    pub generic: Option<GenericScheme>,
+}
+
+fn default_tolerance() -> i64 {
+    300
+}
+fn default_headers() -> Vec<String> {
+    vec!["user-agent".into(), "content-type".into()]
+}
+fn default_true() -> bool {
+    true
+}
+
+/// A secret string: never shown by `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+    /// The secret itself, for key derivation only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Configuration that cannot be used, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or environment does not fit the schema (unknown key, wrong type, …).
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    /// A source's secrets cannot be read.
+    #[error("source '{source_name}': {message}")]
+    Secrets {
+        /// The source.
+        source_name: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// A value is present but unusable.
+    #[error("{field}: {message}")]
+    Value {
+        /// The key, dotted.
+        field: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads `path`, then applies `BRIDGE_*` environment overrides.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::from_figment(Figment::new().merge(Toml::file_exact(path)))
+    }
+
+    /// Parses TOML text, then applies `BRIDGE_*` environment overrides.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_figment(Figment::new().merge(Toml::string(text)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Config = figment
+            .merge(Env::prefixed("BRIDGE_").split("__"))
+            .extract()
+            .map_err(|error| ConfigError::Invalid(error.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let value = |field: &str, message: &str| ConfigError::Value { field: field.into(), message: message.into() };
+        if !self.kafka.topic_template.contains("{event_type}") {
+            return Err(value("kafka.topic_template", "must contain {event_type} so each event type gets its topic"));
+        }
+        if self.kafka.partitions < 1 {
+            return Err(value("kafka.partitions", "must be at least 1"));
+        }
+        for (name, source) in &self.sources {
+            let field = |key: &str| format!("sources.{name}.{key}");
+            if source.secrets_env.is_none() && source.secrets_file.is_none() {
+                return Err(value(
+                    &field("secrets_env"),
+                    "set secrets_env (an environment variable name) or secrets_file",
+                ));
+            }
+            if source.provider == Provider::Twilio && source.public_url.is_none() {
+                return Err(value(
+                    &field("public_url"),
+                    "Twilio signs the public URL it calls; set it, e.g. \"https://hooks.example.com/webhooks/twilio\"",
+                ));
+            }
+            if source.provider == Provider::Generic && source.generic.is_none() {
+                return Err(value(
+                    &field("generic"),
+                    "a generic source needs a [sources.<name>.generic] table (header, algorithm, encoding)",
+                ));
+            }
+            if source.tolerance_secs < 1 {
+                return Err(value(&field("tolerance_secs"), "must be at least 1"));
+            }
+            for pointer in [
+                &source.key_pointer,
+                &source.version_pointer,
+                &source.event_type_pointer,
+                &source.delivery_id_pointer,
+                &source.occurred_at_pointer,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if !pointer.is_empty() && !pointer.starts_with('/') {
+                    return Err(value(
+                        &field("*_pointer"),
+                        &format!("'{pointer}' is not a JSON pointer; they start with /"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SourceConfig {
+    /// Reads the source's secrets from its environment variable or file.
+    pub fn secrets(&self, name: &str) -> Result<Vec<Secret>, ConfigError> {
+        let fail = |message: String| ConfigError::Secrets { source_name: name.to_owned(), message };
+        let text = if let Some(var) = &self.secrets_env {
+            std::env::var(var).map_err(|_| fail(format!("environment variable {var} (secrets_env) is not set; export the webhook secret(s) there, comma-separated")))?
+        } else if let Some(path) = &self.secrets_file {
+            std::fs::read_to_string(path)
+                .map_err(|error| fail(format!("cannot read secrets_file {}: {error}", path.display())))?
+        } else {
+            return Err(fail("no secrets_env or secrets_file".into()));
+        };
+        let separator = if self.secrets_env.is_some() { ',' } else { '\n' };
+        let secrets: Vec<Secret> = text
+            .split(separator)
+            .map(str::trim)
+            .filter(|s| !s.is_empty() && !s.starts_with('#'))
+            .map(|s| Secret::new(s.to_owned()))
+            .collect();
+        if secrets.is_empty() {
+            return Err(fail("the configured secrets are empty".into()));
+        }
+        Ok(secrets)
+    }
+}

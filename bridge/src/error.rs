@@ -1,0 +1,46 @@
+//! Every answer that is not a success, mapped to its status in one place.
+//! Bodies say what happened and what to do, never internals or secrets.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// A refused or failed delivery.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// No source with this name is configured.
+    #[error("no webhook source named '{0}' is configured")]
+    UnknownSource(String),
+    /// Signature, timestamp or header check failed.
+    #[error("signature verification failed: {0}")]
+    Forged(crate::verify::VerifyError),
+    /// Kafka or the registry is unavailable; the provider should retry.
+    #[error("{0}; retry later")]
+    Unavailable(String, u64),
+    /// The same delivery is being processed by another request.
+    #[error("delivery {0} is being processed right now; retry shortly")]
+    InFlight(String),
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, retry_after) = match &self {
+            Self::UnknownSource(_) => (StatusCode::NOT_FOUND, None),
+            Self::Forged(_) => (StatusCode::UNAUTHORIZED, None),
+            Self::Unavailable(_, secs) => (StatusCode::SERVICE_UNAVAILABLE, Some(*secs)),
+            Self::InFlight(_) => (StatusCode::CONFLICT, Some(1)),
+        };
+        let reason = match &self {
+            Self::Forged(reason) => reason.to_string(),
+            other => other.to_string(),
+        };
+        let mut response = (status, Json(json!({ "error": self.to_string(), "reason": reason }))).into_response();
+        if let Some(secs) = retry_after
+            && let Ok(value) = HeaderValue::from_str(&secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
+    }
+}

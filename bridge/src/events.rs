@@ -1,0 +1,162 @@
+//! What a verified delivery is: its event type, delivery id, when it
+//! happened, which schema version describes it, and whether it is a
+//! handshake to answer rather than an event to produce.
+//!
+//! | provider | event type | delivery id | occurred at | version selector |
+//! |---|---|---|---|---|
+//! | Stripe | `type` | `id` (the event id) | `created` | `api_version` |
+//! | GitHub | `X-GitHub-Event` + `.` + `action` | `X-GitHub-Delivery` | — | — |
+//! | Shopify | `X-Shopify-Topic` | `X-Shopify-Event-Id`, else `X-Shopify-Webhook-Id` | `X-Shopify-Triggered-At` | — |
+//! | Slack | `event.type` (else `type`) | `event_id` | `event_time` | — |
+//! | Twilio | `message.<status>` / `call.<status>` | `I-Twilio-Idempotency-Token`, else the Sid | — | — |
+//! | Standard Webhooks | `type` | `webhook-id` / `svix-id` | `webhook-timestamp` | — |
+//! | generic | configured pointer/header | configured pointer/header | configured pointer | — |
+//!
+//! Configured pointers and headers override the provider's rule. Without a
+//! delivery id, the SHA-256 of the body stands in, so a repeated body is
+//! still recognised.
+
+use crate::config::{Provider, SourceConfig};
+use axum::http::HeaderMap;
+use serde_json::Value;
+use sha2::Digest;
+
+/// What the bridge learned about a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Described {
+    /// e.g. `payment_intent.succeeded`.
+    pub event_type: String,
+    /// The provider's id for this delivery (dedup key).
+    pub delivery_id: String,
+    /// When the provider says it happened (ms since the epoch).
+    pub occurred_at_ms: Option<i64>,
+    /// The value that picks the schema version (Stripe `api_version`).
+    pub selector: Option<String>,
+    /// The record key.
+    pub key: Option<String>,
+}
+
+/// A delivery that must be answered, not produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handshake {
+    /// Slack `url_verification`: answer the challenge.
+    SlackChallenge(String),
+    /// GitHub `ping` when a hook is created: answer 200.
+    GithubPing,
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+fn text(json: &Value, pointer: &str) -> Option<String> {
+    match json.pointer(pointer)? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn millis(json: &Value, pointer: &str) -> Option<i64> {
+    json.pointer(pointer).and_then(schemas::transcode::epoch_millis)
+}
+
+/// A handshake the provider expects an answer to, if this is one.
+pub fn handshake(provider: Provider, headers: &HeaderMap, json: &Value) -> Option<Handshake> {
+    match provider {
+        Provider::Slack if json.get("type").and_then(Value::as_str) == Some("url_verification") => {
+            Some(Handshake::SlackChallenge(text(json, "/challenge").unwrap_or_default()))
+        }
+        Provider::Github if header(headers, "x-github-event").as_deref() == Some("ping") => Some(Handshake::GithubPing),
+        _ => None,
+    }
+}
+
+/// Describes a verified delivery, or says why its event type is unknown.
+pub fn describe(config: &SourceConfig, headers: &HeaderMap, json: &Value, body: &[u8]) -> Result<Described, String> {
+    let (event_type, delivery_id, occurred_at_ms, selector) = match config.provider {
+        Provider::Stripe => {
+            (text(json, "/type"), text(json, "/id"), millis(json, "/created"), text(json, "/api_version"))
+        }
+        Provider::Github => {
+            let event = header(headers, "x-github-event");
+            let event = match (event, text(json, "/action")) {
+                (Some(event), Some(action)) => Some(format!("{event}.{action}")),
+                (event, _) => event,
+            };
+            (event, header(headers, "x-github-delivery"), None, None)
+        }
+        Provider::Shopify => {
+            let id = header(headers, "x-shopify-event-id").or_else(|| header(headers, "x-shopify-webhook-id"));
+            let at = header(headers, "x-shopify-triggered-at")
+                .and_then(|t| schemas::transcode::epoch_millis(&Value::String(t)));
+            (header(headers, "x-shopify-topic").or_else(|| header(headers, "shopify-topic")), id, at, None)
+        }
+        Provider::Slack => (
+            text(json, "/event/type").or_else(|| text(json, "/type")),
+            text(json, "/event_id"),
+            millis(json, "/event_time"),
+            None,
+        ),
+        Provider::Twilio => {
+            let kind = if json.get("MessageSid").is_some() {
+                text(json, "/SmsStatus").or_else(|| text(json, "/MessageStatus")).map(|s| format!("message.{s}"))
+            } else if json.get("CallSid").is_some() {
+                text(json, "/CallStatus").map(|s| format!("call.{s}"))
+            } else {
+                None
+            };
+            let id = header(headers, "i-twilio-idempotency-token")
+                .or_else(|| text(json, "/MessageSid"))
+                .or_else(|| text(json, "/CallSid"));
+            (kind, id, None, None)
+        }
+        Provider::StandardWebhooks => {
+            let id = header(headers, "webhook-id").or_else(|| header(headers, "svix-id"));
+            let at = header(headers, "webhook-timestamp")
+                .or_else(|| header(headers, "svix-timestamp"))
+                .and_then(|t| t.parse::<i64>().ok())
+                .map(|s| s * 1000);
+            (text(json, "/type"), id, at, None)
+        }
+        Provider::Generic => (None, None, None, None),
+    };
+    let event_type = config
+        .event_type_header
+        .as_deref()
+        .and_then(|h| header(headers, h))
+        .or_else(|| config.event_type_pointer.as_deref().and_then(|p| text(json, p)))
+        .or(event_type)
+        .ok_or_else(|| "the event type could not be found in the delivery (for a generic source set event_type_pointer or event_type_header)".to_owned())?;
+    let delivery_id = config
+        .delivery_id_header
+        .as_deref()
+        .and_then(|h| header(headers, h))
+        .or_else(|| config.delivery_id_pointer.as_deref().and_then(|p| text(json, p)))
+        .or(delivery_id)
+        .unwrap_or_else(|| format!("sha256:{}", hex::encode(sha2::Sha256::digest(body))));
+    let occurred_at_ms = config.occurred_at_pointer.as_deref().and_then(|p| millis(json, p)).or(occurred_at_ms);
+    let selector = config
+        .version_header
+        .as_deref()
+        .and_then(|h| header(headers, h))
+        .or_else(|| config.version_pointer.as_deref().and_then(|p| text(json, p)))
+        .or(selector);
+    let key = config.key_pointer.as_deref().and_then(|p| text(json, p));
+    Ok(Described { event_type, delivery_id, occurred_at_ms, selector, key })
+}
+
+/// The body as JSON: JSON bodies parsed, form bodies (Twilio) turned into an
+/// object of their parameters.
+pub fn body_json(headers: &HeaderMap, body: &[u8]) -> Result<Value, String> {
+    let form = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if form {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_bytes(body).map_err(|e| format!("form body does not parse: {e}"))?;
+        return Ok(Value::Object(pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect()));
+    }
+    serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))
+}

@@ -1,0 +1,144 @@
+//! The Kafka producer: idempotent, `acks=all`, compressed. A produce
+//! returns only once the broker has acknowledged the record (its delivery
+//! report), or fails when the deadline passes, so the HTTP answer can wait
+//! for it: the bridge answers 2xx only for records Kafka holds.
+
+use crate::config::KafkaConfig;
+use rdkafka::ClientConfig;
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Where a record landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Produced {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The offset.
+    pub offset: i64,
+}
+
+/// Why a record is not (known to be) on its topic.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The broker did not acknowledge within the deadline.
+    #[error("the Kafka broker did not acknowledge the record within {0:?}")]
+    Timeout(Duration),
+    /// The broker or client refused the record.
+    #[error("Kafka refused the record: {0}")]
+    Refused(String),
+    /// The topic could not be created.
+    #[error(transparent)]
+    Topic(#[from] schemas::topics::TopicError),
+}
+
+/// The producer and the topics known to exist.
+pub struct KafkaSink {
+    producer: FutureProducer,
+    brokers: String,
+    partitions: i32,
+    known_topics: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for KafkaSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSink").field("brokers", &self.brokers).finish_non_exhaustive()
+    }
+}
+
+impl KafkaSink {
+    /// A producer for `config`, records timing out after `ack_timeout`.
+    pub fn new(config: &KafkaConfig, ack_timeout: Duration) -> Result<Self, SinkError> {
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &config.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", &config.compression)
+            .set("linger.ms", "2")
+            .set("message.timeout.ms", ack_timeout.as_millis().max(1000).to_string());
+        for (key, value) in &config.producer {
+            client.set(key, value);
+        }
+        let producer = client.create().map_err(|e| SinkError::Refused(e.to_string()))?;
+        Ok(Self {
+            producer,
+            brokers: config.brokers.clone(),
+            partitions: config.partitions,
+            known_topics: Mutex::default(),
+        })
+    }
+
+    /// Creates `topic` (with the configured partitions) unless it is known to exist.
+    pub async fn ensure_topic(&self, topic: &str) -> Result<(), SinkError> {
+        if self.known_topics.lock().unwrap_or_else(|e| e.into_inner()).contains(topic) {
+            return Ok(());
+        }
+        schemas::topics::ensure_topic(&self.brokers, topic, self.partitions, &[]).await?;
+        self.known_topics.lock().unwrap_or_else(|e| e.into_inner()).insert(topic.to_owned());
+        Ok(())
+    }
+
+    /// Produces one record and waits for the broker's acknowledgement, at most `deadline`.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: OwnedHeaders,
+        deadline: Duration,
+    ) -> Result<Produced, SinkError> {
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload).headers(headers);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        let send = self.producer.send(record, Timeout::After(deadline));
+        match tokio::time::timeout(deadline, send).await {
+            Err(_) => Err(SinkError::Timeout(deadline)),
+            Ok(Err((error, _))) => Err(SinkError::Refused(error.to_string())),
+            Ok(Ok(delivery)) => {
+                Ok(Produced { topic: topic.to_owned(), partition: delivery.partition, offset: delivery.offset })
+            }
+        }
+    }
+
+    /// Sends a record without waiting for the acknowledgement (bookkeeping
+    /// records whose loss costs at most a duplicate).
+    pub fn produce_detached(&self, topic: &str, key: &[u8], payload: &[u8]) {
+        let record = FutureRecord::<[u8], [u8]>::to(topic).key(key).payload(payload);
+        match self.producer.send_result(record) {
+            Ok(delivery) => {
+                tokio::spawn(async move {
+                    if !matches!(delivery.await, Ok(Ok(_))) {
+                        tracing::warn!(
+                            "a delivery-log record was not written; a redelivery of it may be produced twice"
+                        );
+                    }
+                });
+            }
+            Err((error, _)) => {
+                tracing::warn!(%error, "a delivery-log record was not queued; a redelivery of it may be produced twice");
+            }
+        }
+    }
+
+    /// Whether the broker answers a metadata request now.
+    pub async fn broker_reachable(&self) -> bool {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, Duration::from_secs(2)).is_ok())
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Waits for every record in flight (on shutdown).
+    pub fn flush(&self, timeout: Duration) {
+        if let Err(error) = self.producer.flush(timeout) {
+            tracing::error!(%error, "records still unacknowledged at shutdown");
+        }
+    }
+}
