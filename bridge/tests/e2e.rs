@@ -1,0 +1,381 @@
+//! End to end, per provider, against a real broker and our registry: sign a
+//! request as the provider does, POST it, consume the record with rdkafka,
+//! decode it through the registry with `schema_registry_converter`, and
+//! compare fields. Plus every refusal.
+
+mod support;
+
+use apache_avro::types::Value as Avro;
+use bridge::metrics::Outcome;
+use bridge::verify::Algorithm;
+use rdkafka::message::Message;
+use serde_json::json;
+use support::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stripe_event_lands_typed_on_its_topic() {
+    let stack = Stack::start().await;
+    let mut event = sample("stripe/payment_intent.succeeded.json");
+    let created = now() - 2;
+    event["created"] = json!(created);
+    let body = serde_json::to_vec(&event).expect("json");
+    let mut headers = stripe_headers(&body, STRIPE_SECRET, now());
+    headers.push(("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()));
+    let (status, answer, _) = stack.post("stripe", &headers, body.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["topic"], "webhooks.stripe.payment_intent.succeeded");
+
+    let records = stack.records("webhooks.stripe.payment_intent.succeeded", 1);
+    assert_eq!(records.len(), 1);
+    let message = &records[0];
+    assert_eq!(message.key(), Some(&b"pi_3QSample01"[..]), "keyed by the payment intent id");
+    assert_eq!(header(message, "ce_specversion").as_deref(), Some("1.0"));
+    assert_eq!(header(message, "ce_id").as_deref(), Some("evt_3QSample01"));
+    assert_eq!(header(message, "ce_type").as_deref(), Some("stripe.payment_intent.succeeded"));
+    assert_eq!(header(message, "ce_source").as_deref(), Some("/webhooks/stripe"));
+    assert!(header(message, "ce_time").is_some());
+    assert_eq!(header(message, "content-type").as_deref(), Some("application/avro"));
+    assert_eq!(
+        header(message, "traceparent").as_deref(),
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    );
+    assert_eq!(header(message, "schema_version").as_deref(), Some("1"));
+
+    let payload = message.payload().expect("value");
+    assert_eq!(payload[0], 0, "Confluent magic byte");
+    let decoded = stack.decoder().decode(Some(payload)).await.expect("decodes through the registry").value;
+    assert_eq!(string(field(&decoded, "delivery_id")), "evt_3QSample01");
+    assert_eq!(string(field(&decoded, "source")), "stripe");
+    assert_eq!(string(field(&decoded, "event_type")), "payment_intent.succeeded");
+    assert_eq!(field(&decoded, "schema_version"), &Avro::Int(1));
+    assert_eq!(string(field(&decoded, "origin")), "webhook");
+    assert_eq!(field(&decoded, "payload.data.object.amount"), &Avro::Long(88506));
+    assert_eq!(string(field(&decoded, "payload.data.object.currency")), "usd");
+    assert_eq!(field(&decoded, "payload.data.object.created"), &Avro::TimestampMillis(1_763_799_940_000));
+    assert_eq!(field(&decoded, "occurred_at"), &Avro::Union(1, Box::new(Avro::TimestampMillis(created * 1000))));
+    // The raw body keeps fields the schema does not have.
+    assert!(string(field(&decoded, "raw")).contains("capture_method"));
+    assert_eq!(stack.app().metrics.count("stripe", Outcome::Accepted), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stripe_api_version_selects_the_schema_version() {
+    let stack = Stack::start().await;
+    for (file, id) in [
+        ("stripe/customer.created.2023-10-16.json", "evt_1QSample04"),
+        ("stripe/customer.created.json", "evt_1QSample03"),
+    ] {
+        let body = serde_json::to_vec(&sample(file)).expect("json");
+        let (status, answer, _) = stack.post("stripe", &stripe_headers(&body, STRIPE_SECRET, now()), body).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["delivery_id"], id);
+    }
+    let records = stack.records("webhooks.stripe.customer.created", 2);
+    assert_eq!(records.len(), 2);
+    let decoder = stack.decoder();
+    let mut by_version = std::collections::BTreeMap::new();
+    for record in &records {
+        let decoded = decoder.decode(record.payload()).await.expect("decodes").value;
+        let Avro::Int(version) = field(&decoded, "schema_version") else { panic!("int") };
+        by_version.insert(*version, decoded);
+    }
+    let old = &by_version[&1];
+    let new = &by_version[&2];
+    assert_eq!(string(field(old, "payload.data.object.email")), "old.api@example.com");
+    assert_eq!(string(field(new, "payload.data.object.phone")), "+15555550100");
+    assert_eq!(string(field(new, "payload.data.object.address.city")), "San Francisco");
+    // Two versions registered under the topic's subject, in order.
+    let subject = "webhooks.stripe.customer.created-value";
+    assert_eq!(stack.registry.registry.versions(subject, false).expect("subject"), vec![1, 2]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn github_push_and_pull_request_are_typed_and_ping_is_answered() {
+    let stack = Stack::start().await;
+    let push = serde_json::to_vec(&sample("github/push.json")).expect("json");
+    let (status, answer, _) = stack.post("github", &github_headers(&push, "push", "d-push-1"), push).await;
+    assert_eq!(status, 200, "{answer}");
+    let pr = serde_json::to_vec(&sample("github/pull_request.json")).expect("json");
+    let (status, answer, _) = stack.post("github", &github_headers(&pr, "pull_request", "d-pr-1"), pr).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["event_type"], "pull_request.opened");
+
+    let push_record = &stack.records("webhooks.github.push", 1)[0];
+    assert_eq!(push_record.key(), Some(&b"octocat/Hello-World"[..]));
+    let decoded = stack.decoder().decode(push_record.payload()).await.expect("decodes").value;
+    assert_eq!(string(field(&decoded, "delivery_id")), "d-push-1");
+    assert_eq!(string(field(&decoded, "payload.ref")), "refs/heads/main");
+    let Avro::Array(commits) = field(&decoded, "payload.commits") else { panic!("commits") };
+    assert_eq!(string(field(&commits[0], "message")), "Fix all the bugs");
+    // RFC 3339 with an offset → timestamp-millis.
+    assert_eq!(field(&commits[0], "timestamp"), &Avro::TimestampMillis(1_763_802_930_000));
+
+    let pr_record = &stack.records("webhooks.github.pull_request.opened", 1)[0];
+    let decoded = stack.decoder().decode(pr_record.payload()).await.expect("decodes").value;
+    assert_eq!(field(&decoded, "payload.number"), &Avro::Long(1347));
+    assert_eq!(string(field(&decoded, "payload.pull_request.title")), "Amazing new feature");
+    assert_eq!(field(&decoded, "payload.pull_request.merged_at"), &Avro::Union(0, Box::new(Avro::Null)));
+
+    let ping = br#"{"zen":"Keep it logically awesome.","hook_id":1}"#.to_vec();
+    let (status, answer, _) = stack.post("github", &github_headers(&ping, "ping", "d-ping"), ping).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("pong")));
+    assert_eq!(stack.count("webhooks.github.ping"), 0, "a handshake is not an event");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shopify_order_lands_typed() {
+    let stack = Stack::start().await;
+    let body = serde_json::to_vec(&sample("shopify/orders_create.json")).expect("json");
+    let headers = vec![
+        ("x-shopify-hmac-sha256", b64_mac(Algorithm::Sha256, SHOPIFY_SECRET.as_bytes(), &[&body])),
+        ("x-shopify-topic", "orders/create".to_owned()),
+        ("x-shopify-event-id", "shop-evt-1".to_owned()),
+        ("x-shopify-shop-domain", "example.myshopify.com".to_owned()),
+        ("x-shopify-triggered-at", "2025-11-22T17:00:01.123Z".to_owned()),
+        ("content-type", "application/json".to_owned()),
+    ];
+    let (status, answer, _) = stack.post("shopify", &headers, body).await;
+    assert_eq!(status, 200, "{answer}");
+    let record = &stack.records("webhooks.shopify.orders_create", 1)[0];
+    assert_eq!(record.key(), Some(&b"820982911946154508"[..]));
+    let decoded = stack.decoder().decode(record.payload()).await.expect("decodes").value;
+    assert_eq!(field(&decoded, "payload.id"), &Avro::Long(820_982_911_946_154_508));
+    assert_eq!(string(field(&decoded, "payload.total_price")), "403.00");
+    let Avro::Array(items) = field(&decoded, "payload.line_items") else { panic!("items") };
+    assert_eq!(items.len(), 2);
+    assert_eq!(field(&decoded, "occurred_at"), &Avro::Union(1, Box::new(Avro::TimestampMillis(1_763_830_801_123))));
+    let Avro::Map(headers) = field(&decoded, "headers") else { panic!("map") };
+    assert_eq!(headers.get("x-shopify-shop-domain"), Some(&Avro::String("example.myshopify.com".into())));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slack_event_goes_through_the_generic_schema_and_the_challenge_is_answered() {
+    let stack = Stack::start().await;
+    let slack = |body: &[u8]| {
+        let ts = now().to_string();
+        let signature = hex_mac(Algorithm::Sha256, SLACK_SECRET.as_bytes(), &[b"v0:", ts.as_bytes(), b":", body]);
+        vec![
+            ("x-slack-request-timestamp", ts),
+            ("x-slack-signature", format!("v0={signature}")),
+            ("content-type", "application/json".to_owned()),
+        ]
+    };
+    let challenge = br#"{"token":"x","challenge":"chal-123","type":"url_verification"}"#.to_vec();
+    let (status, answer, _) = stack.post("slack", &slack(&challenge), challenge).await;
+    assert_eq!((status, answer), (200, json!("chal-123")));
+
+    let event = json!({"type":"event_callback","event_id":"Ev123","event_time":now(),"event":{"type":"message","channel":"C1","text":"hi"}});
+    let body = serde_json::to_vec(&event).expect("json");
+    let (status, answer, _) = stack.post("slack", &slack(&body), body).await;
+    assert_eq!(status, 200, "{answer}");
+    let record = &stack.records("webhooks.slack.message", 1)[0];
+    let decoded = stack.decoder().decode(record.payload()).await.expect("decodes").value;
+    assert_eq!(string(field(&decoded, "delivery_id")), "Ev123");
+    let json: serde_json::Value =
+        serde_json::from_str(string(field(&decoded, "payload.json"))).expect("generic payload keeps the JSON");
+    assert_eq!(json["event"]["text"], "hi");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twilio_form_webhook_is_verified_over_the_public_url() {
+    let stack = Stack::start().await;
+    let body = "MessageSid=SM123&AccountSid=AC1&From=%2B15005550006&To=%2B15005550001&Body=Order+%2342+shipped&SmsStatus=received";
+    let params: Vec<(String, String)> = serde_urlencoded::from_str(body).expect("form");
+    let mut sorted = params.clone();
+    sorted.sort();
+    let url = format!("{TWILIO_URL}?tenant=acme");
+    let signed: String = std::iter::once(url.clone()).chain(sorted.iter().map(|(k, v)| format!("{k}{v}"))).collect();
+    let signature = b64_mac(Algorithm::Sha1, TWILIO_SECRET.as_bytes(), &[signed.as_bytes()]);
+    let headers = [
+        ("x-twilio-signature", signature),
+        ("content-type", "application/x-www-form-urlencoded".to_owned()),
+        ("i-twilio-idempotency-token", "idem-1".to_owned()),
+    ];
+    let response = reqwest::Client::new()
+        .post(format!("{}/webhooks/twilio?tenant=acme", stack.url))
+        .headers(
+            headers
+                .iter()
+                .map(|(k, v)| (reqwest::header::HeaderName::from_static(k), v.parse().expect("value")))
+                .collect(),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status().as_u16(), 200, "{}", response.text().await.unwrap_or_default());
+    let record = &stack.records("webhooks.twilio.message.received", 1)[0];
+    let decoded = stack.decoder().decode(record.payload()).await.expect("decodes").value;
+    assert_eq!(string(field(&decoded, "delivery_id")), "idem-1");
+
+    // Signed for another tenant's URL: refused.
+    let response = reqwest::Client::new()
+        .post(format!("{}/webhooks/twilio?tenant=evil", stack.url))
+        .headers(
+            headers
+                .iter()
+                .map(|(k, v)| (reqwest::header::HeaderName::from_static(k), v.parse().expect("value")))
+                .collect(),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status().as_u16(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn standard_webhooks_and_generic_hmac_sources() {
+    let stack = Stack::start().await;
+    let body = br#"{"type":"invoice.paid","timestamp":"2025-11-22T08:26:00Z","data":{"id":"inv_1"}}"#.to_vec();
+    let ts = now().to_string();
+    let key = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.decode(SVIX_SECRET.trim_start_matches("whsec_")).expect("b64")
+    };
+    let signature = b64_mac(Algorithm::Sha256, &key, &[b"msg_1", b".", ts.as_bytes(), b".", &body]);
+    let headers = vec![
+        ("svix-id", "msg_1".to_owned()),
+        ("svix-timestamp", ts.clone()),
+        ("svix-signature", format!("v1a,AAAA v1,{signature}")),
+    ];
+    let (status, answer, _) = stack.post("svix", &headers, body).await;
+    assert_eq!(status, 200, "{answer}");
+    let record = &stack.records("webhooks.svix.invoice.paid", 1)[0];
+    let decoded = stack.decoder().decode(record.payload()).await.expect("decodes").value;
+    assert_eq!(string(field(&decoded, "delivery_id")), "msg_1");
+
+    let body = format!(r#"{{"event":"widget.made","occurred_at":{},"widget":{{"id":"w1"}}}}"#, now()).into_bytes();
+    let signature = hex_mac(Algorithm::Sha256, ACME_SECRET.as_bytes(), &[ts.as_bytes(), b".", &body]);
+    let headers = vec![
+        ("x-acme-signature", format!("sha256={signature}")),
+        ("x-acme-timestamp", ts),
+        ("x-acme-delivery", "acme-1".to_owned()),
+    ];
+    let (status, answer, _) = stack.post("acme", &headers, body).await;
+    assert_eq!(status, 200, "{answer}");
+    let record = &stack.records("webhooks.acme.widget.made", 1)[0];
+    let decoded = stack.decoder().decode(record.payload()).await.expect("decodes").value;
+    assert_eq!(string(field(&decoded, "delivery_id")), "acme-1");
+    assert_eq!(string(field(&decoded, "event_type")), "widget.made");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_stale_unknown_and_oversized_requests_are_refused() {
+    let stack = Stack::start().await;
+    let body = serde_json::to_vec(&sample("stripe/payment_intent.succeeded.json")).expect("json");
+    let topic = "webhooks.stripe.payment_intent.succeeded";
+
+    let (status, answer, _) = stack.post("stripe", &stripe_headers(&body, "whsec_wrong", now()), body.clone()).await;
+    assert_eq!(status, 401);
+    assert_eq!(answer["reason"], "signature mismatch");
+    let (status, answer, _) =
+        stack.post("stripe", &stripe_headers(&body, STRIPE_SECRET, now() - 3600), body.clone()).await;
+    assert_eq!(status, 401);
+    assert!(answer["reason"].as_str().expect("reason").contains("outside"), "{answer}");
+    let mut tampered = body.clone();
+    tampered[10] ^= 1;
+    let (status, _, _) = stack.post("stripe", &stripe_headers(&body, STRIPE_SECRET, now()), tampered).await;
+    assert_eq!(status, 401);
+    let (status, answer, _) = stack.post("stripe", &[], body.clone()).await;
+    assert_eq!(status, 401);
+    assert!(answer["reason"].as_str().expect("reason").contains("missing header"), "{answer}");
+    assert_eq!(stack.app().metrics.count("stripe", Outcome::Forged), 4);
+    assert!(stack.app().metrics.render().contains(r#"bridge_forged_total{source="stripe",reason="stale"} 1"#));
+    assert_eq!(stack.count(topic), 0, "nothing forged was produced");
+
+    let (status, _, _) = stack.post("nosuchsource", &stripe_headers(&body, STRIPE_SECRET, now()), body.clone()).await;
+    assert_eq!(status, 404);
+    let huge = vec![b'x'; 70_000];
+    let (status, _, _) = stack.post("stripe", &stripe_headers(&huge, STRIPE_SECRET, now()), huge).await;
+    assert_eq!(status, 413);
+    assert_eq!(stack.count(topic), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verified_but_unusable_deliveries_go_to_the_dead_letter_topic() {
+    let stack = Stack::start().await;
+    // Validly signed, not JSON.
+    let garbage = b"\xff\xfenot json at all".to_vec();
+    let (status, answer, _) =
+        stack.post("stripe", &stripe_headers(&garbage, STRIPE_SECRET, now()), garbage.clone()).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["status"], "dead-lettered");
+    // Validly signed JSON that does not fit its typed schema (amount is not a number).
+    let mut event = sample("stripe/payment_intent.succeeded.json");
+    event["data"]["object"]["amount"] = json!("a lot");
+    let misfit = serde_json::to_vec(&event).expect("json");
+    let (status, answer, _) =
+        stack.post("stripe", &stripe_headers(&misfit, STRIPE_SECRET, now()), misfit.clone()).await;
+    assert_eq!(status, 202, "{answer}");
+    assert!(answer["reason"].as_str().expect("reason").contains("/data/object/amount"), "{answer}");
+
+    let records = stack.records("webhooks.dead-letter", 2);
+    assert_eq!(records.len(), 2);
+    let stage = |name: &str| {
+        records
+            .iter()
+            .find(|r| header(r, "dlq_stage").as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("a {name} dead letter"))
+    };
+    assert_eq!(stage("parse").payload(), Some(&garbage[..]), "the raw body is kept byte for byte");
+    assert!(header(stage("transcode"), "dlq_reason").expect("reason").contains("/data/object/amount"));
+    assert_eq!(stage("transcode").payload(), Some(&misfit[..]));
+    assert_eq!(header(stage("transcode"), "source").as_deref(), Some("stripe"));
+    assert_eq!(stack.count("webhooks.stripe.payment_intent.succeeded"), 0);
+    assert_eq!(stack.app().metrics.count("stripe", Outcome::DeadLettered), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redelivery_is_not_produced_twice_even_after_a_restart() {
+    let mut stack = Stack::start().await;
+    let body = serde_json::to_vec(&sample("stripe/charge.refunded.json")).expect("json");
+    let topic = "webhooks.stripe.charge.refunded";
+    let (status, first, _) = stack.post("stripe", &stripe_headers(&body, STRIPE_SECRET, now()), body.clone()).await;
+    assert_eq!((status, first["status"].as_str()), (200, Some("accepted")));
+    let (status, again, _) = stack.post("stripe", &stripe_headers(&body, STRIPE_SECRET, now()), body.clone()).await;
+    assert_eq!((status, again["status"].as_str()), (200, Some("duplicate")));
+    assert_eq!(again["offset"], first["offset"]);
+
+    stack.stop_bridge().await;
+    stack.start_bridge().await;
+    let (status, after_restart, _) =
+        stack.post("stripe", &stripe_headers(&body, STRIPE_SECRET, now()), body.clone()).await;
+    assert_eq!((status, after_restart["status"].as_str()), (200, Some("duplicate")), "{after_restart}");
+    assert_eq!(stack.count(topic), 1, "one record, however often it was delivered");
+    let decoded = stack.decoder().decode(stack.records(topic, 1)[0].payload()).await.expect("decodes").value;
+    assert_eq!(field(&decoded, "payload.data.object.amount_refunded"), &Avro::Long(10000));
+    assert_eq!(string(field(&decoded, "payload.data.previous_attributes")), r#"{"amount_refunded":0}"#);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broker_outage_is_answered_503_with_retry_after_and_readyz_false() {
+    let mut stack = Stack::start().await;
+    let (status, ready, _) = get(&stack, "/readyz").await;
+    assert_eq!((status, ready), (200, json!({"broker": true, "registry": true})));
+    // Warm the topic and the schema id, then take the broker away.
+    let body = serde_json::to_vec(&sample("stripe/payment_intent.succeeded.json")).expect("json");
+    assert_eq!(stack.post("stripe", &stripe_headers(&body, STRIPE_SECRET, now()), body).await.0, 200);
+    stack.broker.kill();
+
+    let mut event = sample("stripe/payment_intent.succeeded.json");
+    event["id"] = json!("evt_during_outage");
+    let body = serde_json::to_vec(&event).expect("json");
+    let (status, answer, headers) = stack.post("stripe", &stripe_headers(&body, STRIPE_SECRET, now()), body).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("7"));
+    assert_eq!(stack.app().metrics.count("stripe", Outcome::BrokerUnavailable), 1);
+    let (status, ready, _) = get(&stack, "/readyz").await;
+    assert_eq!(status, 503);
+    assert_eq!(ready["broker"], false);
+    let (status, _, _) = get(&stack, "/healthz").await;
+    assert_eq!(status, 200, "the bridge itself stays up");
+}
+
+async fn get(stack: &Stack, path: &str) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
+    let response = reqwest::get(format!("{}{path}", stack.url)).await.expect("answer");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("text");
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)), headers)
+}

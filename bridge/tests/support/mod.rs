@@ -1,0 +1,308 @@
+//! A whole stack per test: a tansu broker, our registry, and the bridge on
+//! free loopback ports, with one source per provider. Helpers sign requests
+//! as each provider does and read records back through the registry.
+
+#![allow(dead_code, unreachable_pub)]
+
+use apache_avro::types::Value as Avro;
+use bridge::verify::{Algorithm, mac};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use schema_registry_converter::async_impl::avro::AvroDecoder;
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use schemas::registry::RunningRegistry;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use testbed::Broker;
+
+pub const STRIPE_SECRET: &str = "whsec_test_stripe_secret_0123456789";
+pub const GITHUB_SECRET: &str = "github-secret";
+pub const SHOPIFY_SECRET: &str = "shpss_shopify_secret";
+pub const SLACK_SECRET: &str = "slack-signing-secret";
+pub const TWILIO_SECRET: &str = "twilio-auth-token";
+pub const SVIX_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const ACME_SECRET: &str = "acme-secret";
+pub const TWILIO_URL: &str = "https://hooks.example.com/webhooks/twilio";
+
+pub struct Stack {
+    pub broker: Broker,
+    pub registry: RunningRegistry,
+    pub url: String,
+    app: Option<Arc<bridge::app::App>>,
+    pub config: bridge::config::Config,
+    bridge: Option<tokio::task::JoinHandle<()>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    dir: PathBuf,
+}
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn config_text(brokers: &str, registry: &str, dir: &std::path::Path, extra: &str) -> String {
+    let secret = |name: &str, value: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, value).expect("write secret");
+        path.display().to_string()
+    };
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+ack_timeout_ms = 3000
+retry_after_secs = 7
+max_body_bytes = 65536
+[kafka]
+brokers = "{brokers}"
+partitions = 2
+[registry]
+url = "{registry}"
+[catalog]
+dir = "{catalog}"
+[sources.stripe]
+provider = "stripe"
+secrets_file = "{stripe}"
+key_pointer = "/data/object/id"
+version_pointer = "/api_version"
+[sources.github]
+provider = "github"
+secrets_file = "{github}"
+key_pointer = "/repository/full_name"
+[sources.shopify]
+provider = "shopify"
+secrets_file = "{shopify}"
+key_pointer = "/id"
+headers = ["x-shopify-shop-domain"]
+[sources.slack]
+provider = "slack"
+secrets_file = "{slack}"
+[sources.twilio]
+provider = "twilio"
+secrets_file = "{twilio}"
+public_url = "{TWILIO_URL}"
+[sources.svix]
+provider = "standard-webhooks"
+secrets_file = "{svix}"
+[sources.acme]
+provider = "generic"
+secrets_file = "{acme}"
+event_type_pointer = "/event"
+delivery_id_header = "x-acme-delivery"
+occurred_at_pointer = "/occurred_at"
+[sources.acme.generic]
+header = "x-acme-signature"
+prefix = "sha256="
+timestamp_header = "x-acme-timestamp"
+{extra}
+"#,
+        catalog = workspace().join("schemas/catalog").display(),
+        stripe = secret("stripe", &format!("whsec_old_rotated_out\n{STRIPE_SECRET}")),
+        github = secret("github", GITHUB_SECRET),
+        shopify = secret("shopify", SHOPIFY_SECRET),
+        slack = secret("slack", SLACK_SECRET),
+        twilio = secret("twilio", TWILIO_SECRET),
+        svix = secret("svix", SVIX_SECRET),
+        acme = secret("acme", ACME_SECRET),
+    )
+}
+
+impl Stack {
+    pub async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    pub async fn start_with(extra: &str) -> Self {
+        let broker = Broker::start().expect("broker starts");
+        let registry = RunningRegistry::start(&broker.bootstrap(), "_schemas", "127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("registry starts");
+        let dir = std::env::temp_dir().join(format!("bridge-e2e-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let config = bridge::config::Config::from_toml(&config_text(&broker.bootstrap(), &registry.url, &dir, extra))
+            .expect("test config is valid");
+        let mut stack = Self { broker, registry, url: String::new(), app: None, config, bridge: None, stop: None, dir };
+        stack.start_bridge().await;
+        stack
+    }
+
+    pub async fn start_bridge(&mut self) {
+        let application = bridge::Application::build(self.config.clone()).await.expect("bridge builds");
+        self.url = format!("http://{}", application.local_addr());
+        self.app = Some(application.app());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        self.stop = Some(stop);
+        self.bridge = Some(tokio::spawn(async move {
+            application
+                .run_until_stopped(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("bridge runs");
+        }));
+    }
+
+    /// The running bridge's shared state.
+    pub fn app(&self) -> Arc<bridge::app::App> {
+        self.app.clone().expect("the bridge is running")
+    }
+
+    /// Graceful stop (as on SIGTERM): in-flight finished, producer flushed.
+    pub async fn stop_bridge(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.bridge.take() {
+            task.await.expect("bridge stops cleanly");
+        }
+    }
+
+    pub async fn post(
+        &self,
+        source: &str,
+        headers: &[(&str, String)],
+        body: impl Into<Vec<u8>>,
+    ) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
+        let mut request = reqwest::Client::new().post(format!("{}/webhooks/{source}", self.url)).body(body.into());
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let response = request.send().await.expect("bridge answers");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)), headers)
+    }
+
+    pub fn decoder(&self) -> AvroDecoder {
+        AvroDecoder::new(SrSettings::new(self.registry.url.clone()))
+    }
+
+    /// Every record on `topic` (all partitions), waiting until `count` are there.
+    pub fn records(&self, topic: &str, count: usize) -> Vec<OwnedMessage> {
+        read_records(&self.broker.bootstrap(), topic, count, Duration::from_secs(10))
+    }
+
+    /// How many records `topic` holds (0 if it does not exist).
+    pub fn count(&self, topic: &str) -> i64 {
+        let consumer: BaseConsumer =
+            ClientConfig::new().set("bootstrap.servers", self.broker.bootstrap()).create().expect("consumer");
+        let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) else { return 0 };
+        let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else { return 0 };
+        found
+            .partitions()
+            .iter()
+            .map(|p| {
+                consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(5)).map(|(lo, hi)| hi - lo).unwrap_or(0)
+            })
+            .sum()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Some(task) = self.bridge.take() {
+            task.abort();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn read_records(brokers: &str, topic: &str, count: usize, timeout: Duration) -> Vec<OwnedMessage> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "e2e-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let deadline = Instant::now() + timeout;
+    let partitions = loop {
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).expect("metadata");
+        let n = metadata.topics().iter().find(|t| t.name() == topic).map(|t| t.partitions().len()).unwrap_or(0);
+        if n > 0 || Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(partitions > 0, "topic {topic} does not exist");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        assignment.add_partition_offset(topic, p, Offset::Beginning).expect("assign");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut out = Vec::new();
+    while out.len() < count && Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            out.push(message.detach());
+        }
+    }
+    // Anything beyond `count` that is already there is returned too.
+    while let Some(Ok(message)) = consumer.poll(Duration::from_millis(300)) {
+        out.push(message.detach());
+    }
+    out
+}
+
+pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
+    let headers = message.headers()?;
+    headers.iter().find(|h| h.key == name).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+pub fn field<'v>(record: &'v Avro, path: &str) -> &'v Avro {
+    let mut current = record;
+    for name in path.split('.') {
+        current = match current {
+            Avro::Union(_, inner) => match inner.as_ref() {
+                Avro::Record(fields) => fields.iter().find(|(n, _)| n == name).map(|(_, v)| v),
+                _ => None,
+            },
+            Avro::Record(fields) => fields.iter().find(|(n, _)| n == name).map(|(_, v)| v),
+            _ => None,
+        }
+        .unwrap_or_else(|| panic!("no field {name} in {current:?}"));
+    }
+    current
+}
+
+pub fn string(value: &Avro) -> &str {
+    match value {
+        Avro::String(s) => s,
+        Avro::Union(_, inner) => string(inner),
+        other => panic!("not a string: {other:?}"),
+    }
+}
+
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+pub fn hex_mac(algorithm: Algorithm, key: &[u8], parts: &[&[u8]]) -> String {
+    hex::encode(mac(algorithm, key, parts))
+}
+
+pub fn b64_mac(algorithm: Algorithm, key: &[u8], parts: &[&[u8]]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(mac(algorithm, key, parts))
+}
+
+pub fn sample(name: &str) -> serde_json::Value {
+    let path = workspace().join("schemas/samples").join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).expect("sample")).expect("sample JSON")
+}
+
+pub fn stripe_headers(body: &[u8], secret: &str, at: i64) -> Vec<(&'static str, String)> {
+    let t = at.to_string();
+    let signature = hex_mac(Algorithm::Sha256, secret.as_bytes(), &[t.as_bytes(), b".", body]);
+    vec![("stripe-signature", format!("t={t},v1={signature}")), ("content-type", "application/json".into())]
+}
+
+pub fn github_headers(body: &[u8], event: &str, delivery: &str) -> Vec<(&'static str, String)> {
+    let signature = hex_mac(Algorithm::Sha256, GITHUB_SECRET.as_bytes(), &[body]);
+    vec![
+        ("x-hub-signature-256", format!("sha256={signature}")),
+        ("x-github-event", event.into()),
+        ("x-github-delivery", delivery.into()),
+        ("content-type", "application/json".into()),
+    ]
+}
