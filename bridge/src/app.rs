@@ -139,6 +139,7 @@ struct Delivery<'a> {
     headers: &'a HeaderMap,
     verified: &'a Verified,
     received_at_ms: i64,
+    origin: &'static str,
 }
 
 async fn receive(
@@ -155,11 +156,56 @@ async fn receive(
         tracing::warn!(source = %source.name, reason = %error, "webhook refused");
         AppError::Forged(error)
     })?;
-    let delivery = Delivery { source, headers: &headers, verified: &verified, received_at_ms };
+    let delivery = Delivery { source, headers: &headers, verified: &verified, received_at_ms, origin: "webhook" };
     app.handle_verified(&delivery).await
 }
 
 impl App {
+    /// Builds the shared state from `config`: reads secrets and the catalog,
+    /// connects the producer, replays the delivery log.
+    pub async fn build(config: Config, clock: Clock) -> anyhow::Result<Arc<Self>> {
+        use anyhow::Context;
+        let catalog = Catalog::load(&config.catalog.dir)
+            .with_context(|| format!("loading the schema catalog from {}", config.catalog.dir.display()))?;
+        let mut sources = HashMap::new();
+        for (name, source) in &config.sources {
+            sources.insert(name.clone(), Source::build(name, source)?);
+        }
+        let sink = KafkaSink::new(&config.kafka, Duration::from_millis(config.server.ack_timeout_ms))?;
+        let window = Duration::from_secs(config.dedup.window_secs);
+        let deliveries = DeliveryLog::open(&config.kafka.brokers, &config.kafka.deliveries_topic, window)
+            .await
+            .with_context(|| format!("opening the delivery log on {}", config.kafka.brokers))?;
+        Ok(Arc::new(Self {
+            typed: typed_schemas(&catalog),
+            catalog,
+            sources,
+            schema_ids: SchemaIds::new(schemas::client::RegistryClient::new(&config.registry.url)),
+            sink,
+            deliveries,
+            metrics: Metrics::default(),
+            clock,
+            config,
+        }))
+    }
+
+    /// The internal path for events the bridge fetched itself from a
+    /// provider's API (reconciliation, replay): no signature check, the same
+    /// typing, schemas, topics and deduplication as webhooks, and `origin`
+    /// recorded in the envelope.
+    pub async fn ingest_internal(
+        &self,
+        source_name: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+        origin: &'static str,
+    ) -> Result<Response, AppError> {
+        let source = self.sources.get(source_name).ok_or_else(|| AppError::UnknownSource(source_name.to_owned()))?;
+        let verified = Verified::trusted_internal(body);
+        let received_at_ms = self.clock.now_ms();
+        self.handle_verified(&Delivery { source, headers, verified: &verified, received_at_ms, origin }).await
+    }
+
     async fn handle_verified(&self, d: &Delivery<'_>) -> Result<Response, AppError> {
         let body = d.verified.body();
         let json = match events::body_json(d.headers, body) {
@@ -227,7 +273,7 @@ impl App {
             schema_version: typed.version.version as i32,
             received_at_ms: d.received_at_ms,
             occurred_at_ms: described.occurred_at_ms,
-            origin: "webhook".into(),
+            origin: d.origin.into(),
             headers: d
                 .source
                 .config

@@ -27,9 +27,8 @@ pub mod sink;
 pub mod verify;
 
 use anyhow::Context;
-use app::{App, Clock, Source};
+use app::{App, Clock};
 use config::Config;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,35 +46,13 @@ impl Application {
         Self::build_with_clock(config, Clock::System).await
     }
 
-    /// Builds everything from `config`: reads secrets and the catalog,
-    /// connects the producer, replays the delivery log, binds the socket.
+    /// Builds the shared state ([`App::build`]) and binds the socket.
     pub async fn build_with_clock(config: Config, clock: Clock) -> anyhow::Result<Self> {
-        let catalog = schemas::catalog::Catalog::load(&config.catalog.dir)
-            .with_context(|| format!("loading the schema catalog from {}", config.catalog.dir.display()))?;
-        let mut sources = HashMap::new();
-        for (name, source) in &config.sources {
-            sources.insert(name.clone(), Source::build(name, source)?);
-        }
-        let ack_timeout = Duration::from_millis(config.server.ack_timeout_ms);
-        let sink = sink::KafkaSink::new(&config.kafka, ack_timeout)?;
-        let window = Duration::from_secs(config.dedup.window_secs);
-        let deliveries = deliveries::DeliveryLog::open(&config.kafka.brokers, &config.kafka.deliveries_topic, window)
+        let listen = config.server.listen;
+        let app = App::build(config, clock).await?;
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .with_context(|| format!("opening the delivery log on {}", config.kafka.brokers))?;
-        let listener = tokio::net::TcpListener::bind(config.server.listen)
-            .await
-            .with_context(|| format!("binding {}; is another process using the port?", config.server.listen))?;
-        let app = Arc::new(App {
-            typed: app::typed_schemas(&catalog),
-            catalog,
-            sources,
-            schema_ids: schema_ids::SchemaIds::new(schemas::client::RegistryClient::new(&config.registry.url)),
-            sink,
-            deliveries,
-            metrics: metrics::Metrics::default(),
-            clock,
-            config,
-        });
+            .with_context(|| format!("binding {listen}; is another process using the port?"))?;
         Ok(Self { listener, app })
     }
 

@@ -1,0 +1,89 @@
+//! `consumers`: sync, analytics, report, reconcile.
+
+use clap::{Parser, Subcommand};
+use consumers::config::Config;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "consumers", version, about = "Services on the webhook topics")]
+struct Cli {
+    /// The TOML config file (keys overridable as CONSUMERS_<SECTION>__<KEY>).
+    #[arg(long, global = true, default_value = "consumers/consumers.example.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Keep PostgreSQL in step with the webhook topics.
+    Sync,
+    /// Maintain per-minute rollups.
+    Analytics,
+    /// Print the rollups of the last N minutes as a table.
+    Report {
+        /// How many minutes back.
+        #[arg(long, default_value_t = 60)]
+        minutes: i64,
+    },
+    /// Poll providers' event APIs and push what the webhooks missed.
+    Reconcile {
+        /// Run one round and exit.
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,rdkafka=warn,sqlx=warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let config = Config::load(&cli.config)?;
+    let pool = consumers::runner::connect(&config.postgres.url).await?;
+    match cli.command {
+        Command::Sync => consumers::runner::run(&config, &pool, &consumers::sync::Sync, shutdown()).await,
+        Command::Analytics => {
+            consumers::runner::run(&config, &pool, &consumers::analytics::Analytics, shutdown()).await
+        }
+        Command::Report { minutes } => {
+            print!("{}", consumers::analytics::render(&consumers::analytics::report(&pool, minutes).await?));
+            Ok(())
+        }
+        Command::Reconcile { once } => {
+            let settings =
+                config.reconcile.clone().ok_or_else(|| anyhow::anyhow!("the config has no [reconcile] section"))?;
+            let mut bridge_config = bridge::config::Config::load(&settings.bridge_config)?;
+            bridge_config.server.listen = "127.0.0.1:0".parse()?;
+            let app = bridge::app::App::build(bridge_config, bridge::app::Clock::System).await?;
+            let reconciler = consumers::reconcile::Reconciler::new(settings, app.clone(), pool);
+            if once {
+                let report = reconciler.round().await?;
+                println!("{report:?}");
+            } else {
+                reconciler.run(shutdown()).await?;
+            }
+            app.sink.flush(std::time::Duration::from_secs(10));
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,185 @@
+//! Per test: a tansu broker, our registry, the bridge's internal path to
+//! put events on the topics, and a PostgreSQL database of its own (dropped
+//! afterwards).
+
+#![allow(dead_code, unreachable_pub)]
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use bridge::app::{App, Clock};
+use schemas::registry::RunningRegistry;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use testbed::Broker;
+
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub fn create() -> Self {
+        let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+        psql(&format!("CREATE DATABASE {name}"));
+        Self { url: format!("postgres://postgres@127.0.0.1:5432/{name}"), name }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+    }
+}
+
+fn psql(sql: &str) {
+    let status = std::process::Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+        .status()
+        .expect("psql runs (PostgreSQL client installed)");
+    assert!(status.success(), "psql failed: {sql}");
+}
+
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub struct Stack {
+    pub broker: Broker,
+    pub registry: RunningRegistry,
+    pub app: Arc<App>,
+    pub bridge_config_path: PathBuf,
+    pub db: TestDb,
+    dir: PathBuf,
+}
+
+impl Stack {
+    pub async fn start() -> Self {
+        let broker = Broker::start().expect("broker");
+        let registry = RunningRegistry::start(&broker.bootstrap(), "_schemas", "127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("registry");
+        let dir = std::env::temp_dir().join(format!("consumers-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "unused-secret").expect("secret");
+        let text = format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+[kafka]
+brokers = "{brokers}"
+partitions = 2
+[registry]
+url = "{registry}"
+[catalog]
+dir = "{catalog}"
+[sources.stripe]
+provider = "stripe"
+secrets_file = "{secret}"
+key_pointer = "/data/object/id"
+version_pointer = "/api_version"
+[sources.shopify]
+provider = "shopify"
+secrets_file = "{secret}"
+key_pointer = "/id"
+[sources.github]
+provider = "github"
+secrets_file = "{secret}"
+key_pointer = "/repository/full_name"
+[sources.acme]
+provider = "generic"
+secrets_file = "{secret}"
+event_type_pointer = "/event"
+delivery_id_header = "x-acme-delivery"
+[sources.acme.generic]
+header = "x-acme-signature"
+"#,
+            brokers = broker.bootstrap(),
+            registry = registry.url,
+            catalog = workspace().join("schemas/catalog").display(),
+            secret = secret.display(),
+        );
+        let bridge_config_path = dir.join("bridge.toml");
+        std::fs::write(&bridge_config_path, &text).expect("write");
+        let config = bridge::config::Config::from_toml(&text).expect("bridge config");
+        let app = App::build(config, Clock::System).await.expect("bridge app");
+        Self { broker, registry, app, bridge_config_path, db: TestDb::create(), dir }
+    }
+
+    pub fn consumer_config_text(&self, extra: &str) -> String {
+        format!(
+            "[kafka]\nbrokers = \"{}\"\nbatch_size = 50\n[registry]\nurl = \"{}\"\n[postgres]\nurl = \"{}\"\n{extra}",
+            self.broker.bootstrap(),
+            self.registry.url,
+            self.db.url
+        )
+    }
+
+    pub fn consumer_config(&self, extra: &str) -> consumers::config::Config {
+        consumers::config::Config::from_toml(&self.consumer_config_text(extra)).expect("consumer config")
+    }
+
+    pub fn write_consumer_config(&self, extra: &str) -> PathBuf {
+        let path = self.dir.join("consumers.toml");
+        std::fs::write(&path, self.consumer_config_text(extra)).expect("write");
+        path
+    }
+
+    /// Puts an event on its topic through the bridge's internal path.
+    pub async fn ingest(&self, source: &str, headers: &[(&str, &str)], body: &Value) -> Value {
+        let mut map = HeaderMap::new();
+        map.insert("content-type", HeaderValue::from_static("application/json"));
+        for (name, value) in headers {
+            map.insert(
+                HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                HeaderValue::from_str(value).expect("value"),
+            );
+        }
+        let response = self
+            .app
+            .ingest_internal(source, &map, Bytes::from(serde_json::to_vec(body).expect("json")), "webhook")
+            .await
+            .expect("ingested");
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+        serde_json::from_slice(&bytes).expect("json answer")
+    }
+
+    pub async fn pool(&self) -> sqlx::PgPool {
+        consumers::runner::connect(&self.db.url).await.expect("database")
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Waits until `query` returns `expected`, or panics after `timeout`.
+pub async fn wait_for_count(pool: &sqlx::PgPool, query: &str, expected: i64, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (n,): (i64,) = sqlx::query_as(query).fetch_one(pool).await.expect("query");
+        if n == expected {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{query} = {n}, expected {expected}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn stripe_event(id: &str, kind: &str, created: i64, object: Value) -> Value {
+    serde_json::json!({
+        "id": id, "object": "event", "api_version": "2024-06-20", "created": created, "type": kind,
+        "livemode": false, "pending_webhooks": 1, "data": { "object": object }
+    })
+}
+
+pub fn payment_intent(id: &str, amount: i64, status: &str) -> Value {
+    serde_json::json!({
+        "id": id, "object": "payment_intent", "amount": amount, "amount_received": amount, "currency": "usd",
+        "status": status, "customer": "cus_1", "created": 1_763_799_000, "livemode": false, "metadata": {}
+    })
+}

@@ -1,0 +1,207 @@
+//! The sync consumer against a real broker, registry and PostgreSQL.
+
+mod support;
+
+use consumers::runner;
+use std::time::Duration;
+use support::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_once_entities_in_provider_order_and_bad_records_dead_lettered() {
+    let stack = Stack::start().await;
+    let pool = stack.pool().await;
+    // The newer state arrives first, the older one late: the older must not win.
+    let newer = stripe_event("evt_2", "payment_intent.succeeded", 2_000, payment_intent("pi_1", 500, "succeeded"));
+    let older = stripe_event("evt_1", "payment_intent.processing", 1_000, payment_intent("pi_1", 500, "processing"));
+    assert_eq!(stack.ingest("stripe", &[], &newer).await["status"], "accepted");
+    assert_eq!(stack.ingest("stripe", &[], &older).await["status"], "accepted");
+    // A copy of an already-produced record (e.g. a producer retry) on the topic.
+    let topic = "webhooks.stripe.payment_intent.succeeded";
+    let records = bridge_records(&stack, topic, 1);
+    copy_record(&stack, topic, &records[0]).await;
+    // A record that is not Avro at all, then a good one behind it on another topic.
+    schemas::topics::ensure_topic(&stack.broker.bootstrap(), "webhooks.stripe.garbage", 1, &[]).await.expect("topic");
+    raw_produce(&stack, "webhooks.stripe.garbage", b"this is not a confluent record").await;
+    let order: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(workspace().join("schemas/samples/shopify/orders_create.json")).expect("sample"),
+    )
+    .expect("json");
+    assert_eq!(
+        stack.ingest("shopify", &[("x-shopify-topic", "orders/create"), ("x-shopify-event-id", "o-1")], &order).await["status"],
+        "accepted"
+    );
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let consumer = {
+        let config = stack.consumer_config("");
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            runner::run(&config, &pool, &consumers::sync::Sync, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("sync runs");
+        })
+    };
+    wait_for_count(&pool, "SELECT count(*) FROM webhook_events", 3, Duration::from_secs(20)).await;
+    wait_for_count(&pool, "SELECT count(*) FROM orders", 1, Duration::from_secs(20)).await;
+    let _ = stop.send(());
+    consumer.await.expect("consumer stops");
+
+    let (status, delivery): (String, String) =
+        sqlx::query_as("SELECT status, delivery_id FROM payment_intents WHERE id = 'pi_1'")
+            .fetch_one(&pool)
+            .await
+            .expect("row");
+    assert_eq!(
+        (status.as_str(), delivery.as_str()),
+        ("succeeded", "evt_2"),
+        "the older event did not overwrite the newer"
+    );
+    let (events,): (i64,) = sqlx::query_as("SELECT count(*) FROM webhook_events WHERE entity_id = 'pi_1'")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(events, 2, "two events, the copied record counted once");
+    let (total, name): (String, String) =
+        sqlx::query_as("SELECT total_price::text, name FROM orders WHERE id = '820982911946154508'")
+            .fetch_one(&pool)
+            .await
+            .expect("order");
+    assert_eq!((total.as_str(), name.as_str()), ("403.00", "#9999"));
+    let dead = bridge_records(&stack, "webhooks.consumer-dead-letter", 1);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(rdkafka::message::Message::payload(&dead[0]), Some(&b"this is not a confluent record"[..]));
+    // Offsets are stored past every record, the bad one included.
+    let (stored,): (i64,) = sqlx::query_as(
+        "SELECT next_offset FROM consumer_offsets WHERE consumer = 'sync' AND topic = 'webhooks.stripe.garbage'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("offset");
+    assert_eq!(stored, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consumer_killed_mid_batch_and_restarted_yields_the_same_database() {
+    let stack = Stack::start().await;
+    // 400 events over 40 payment intents, each intent's status changing over time.
+    for n in 0..400i64 {
+        let intent = format!("pi_{}", n % 40);
+        let status = if n >= 360 { "succeeded" } else { "processing" };
+        let event = stripe_event(
+            &format!("evt_{n}"),
+            "payment_intent.succeeded",
+            1_000 + n,
+            payment_intent(&intent, 100 + n, status),
+        );
+        assert_eq!(stack.ingest("stripe", &[], &event).await["status"], "accepted");
+    }
+    let config_path = stack.write_consumer_config("");
+    let pool = stack.pool().await;
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_consumers"))
+            .args(["--config"])
+            .arg(&config_path)
+            .arg("sync")
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("consumer starts")
+    };
+    // Kill it (SIGKILL) as soon as some, but not all, events are in.
+    let mut child = spawn();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM webhook_events").fetch_one(&pool).await.expect("count");
+        if n > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the consumer wrote nothing");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().expect("kill");
+    child.wait().expect("reaped");
+    let (at_kill,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM webhook_events").fetch_one(&pool).await.expect("count");
+    eprintln!("killed with {at_kill} of 400 events applied");
+    let mut child = spawn();
+    wait_for_count(&pool, "SELECT count(*) FROM webhook_events", 400, Duration::from_secs(60)).await;
+    child.kill().expect("kill");
+    child.wait().expect("reaped");
+
+    // Each intent ends in the state of its latest event, exactly as an uninterrupted run leaves it.
+    let rows: Vec<(String, i64, String, String)> =
+        sqlx::query_as("SELECT id, amount, status, delivery_id FROM payment_intents ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .expect("rows");
+    assert_eq!(rows.len(), 40);
+    for (id, amount, status, delivery) in rows {
+        let k: i64 = id.trim_start_matches("pi_").parse().expect("n");
+        let last = 360 + k;
+        assert_eq!((amount, status.as_str(), delivery), (100 + last, "succeeded", format!("evt_{last}")), "{id}");
+    }
+    let (distinct,): (i64,) =
+        sqlx::query_as("SELECT count(DISTINCT delivery_id) FROM webhook_events").fetch_one(&pool).await.expect("n");
+    assert_eq!(distinct, 400);
+    let (consumed,): (i64,) =
+        sqlx::query_as("SELECT sum(next_offset)::bigint FROM consumer_offsets WHERE consumer = 'sync'")
+            .fetch_one(&pool)
+            .await
+            .expect("n");
+    assert_eq!(consumed, 400, "stored offsets account for every record exactly once");
+}
+
+fn bridge_records(stack: &Stack, topic: &str, count: usize) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", stack.broker.bootstrap())
+        .set("group.id", "test-reader")
+        .create()
+        .expect("consumer");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let partitions = loop {
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).expect("metadata");
+        let n = metadata.topics().iter().find(|t| t.name() == topic).map(|t| t.partitions().len()).unwrap_or(0);
+        if n > 0 || std::time::Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        assignment.add_partition_offset(topic, p, Offset::Beginning).expect("assign");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut out = Vec::new();
+    while out.len() < count && std::time::Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            out.push(message.detach());
+        }
+    }
+    out
+}
+
+async fn copy_record(stack: &Stack, topic: &str, record: &rdkafka::message::OwnedMessage) {
+    use rdkafka::message::Message;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", stack.broker.bootstrap()).create().expect("producer");
+    let mut copy =
+        FutureRecord::<[u8], [u8]>::to(topic).payload(record.payload().expect("payload")).partition(record.partition());
+    if let Some(key) = record.key() {
+        copy = copy.key(key);
+    }
+    producer.send(copy, Duration::from_secs(5)).await.expect("copied");
+}
+
+async fn raw_produce(stack: &Stack, topic: &str, bytes: &[u8]) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", stack.broker.bootstrap()).create().expect("producer");
+    producer
+        .send(FutureRecord::<[u8], [u8]>::to(topic).payload(bytes), Duration::from_secs(5))
+        .await
+        .expect("produced");
+}
