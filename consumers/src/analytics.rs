@@ -53,74 +53,72 @@ impl Effect for Analytics {
     }
 
     async fn apply(&self, tx: &mut PgConnection, record: &Decoded) -> anyhow::Result<()> {
-        {
-            let source = record.text("/source").unwrap_or_default();
-            let delivery = record.text("/delivery_id").unwrap_or_default();
-            let first =
-                sqlx::query("INSERT INTO analytics_seen (source, delivery_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                    .bind(source)
-                    .bind(delivery)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-            if first == 0 {
-                return Ok(());
-            }
-            let event_type = record.text("/event_type").unwrap_or_default();
-            let received_ms = record.int("/received_at").unwrap_or_default();
-            let received = DateTime::from_timestamp_millis(received_ms).unwrap_or_else(Utc::now);
-            let minute = received.duration_trunc(TimeDelta::minutes(1)).unwrap_or(received);
+        let source = record.text("/source").unwrap_or_default();
+        let delivery = record.text("/delivery_id").unwrap_or_default();
+        let first =
+            sqlx::query("INSERT INTO analytics_seen (source, delivery_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(source)
+                .bind(delivery)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if first == 0 {
+            return Ok(());
+        }
+        let event_type = record.text("/event_type").unwrap_or_default();
+        let received_ms = record.int("/received_at").unwrap_or_default();
+        let received = DateTime::from_timestamp_millis(received_ms).unwrap_or_else(Utc::now);
+        let minute = received.duration_trunc(TimeDelta::minutes(1)).unwrap_or(received);
+        sqlx::query(
+            "INSERT INTO rollup_counts (minute, source, event_type, events) VALUES ($1,$2,$3,1)
+             ON CONFLICT (minute, source, event_type) DO UPDATE SET events = rollup_counts.events + 1",
+        )
+        .bind(minute)
+        .bind(source)
+        .bind(event_type)
+        .execute(&mut *tx)
+        .await?;
+        if let Some((_, entity)) = crate::sync::entity_of(record) {
+            sqlx::query("INSERT INTO rollup_entities VALUES ($1,$2,$3,$4) ON CONFLICT DO NOTHING")
+                .bind(minute)
+                .bind(source)
+                .bind(event_type)
+                .bind(entity)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some((currency, amount)) = amount_of(record) {
             sqlx::query(
-                "INSERT INTO rollup_counts (minute, source, event_type, events) VALUES ($1,$2,$3,1)
-                 ON CONFLICT (minute, source, event_type) DO UPDATE SET events = rollup_counts.events + 1",
+                "INSERT INTO rollup_amounts VALUES ($1,$2,$3,$4,$5)
+                 ON CONFLICT (minute, source, event_type, currency) DO UPDATE SET amount_minor = rollup_amounts.amount_minor + EXCLUDED.amount_minor",
             )
             .bind(minute)
             .bind(source)
             .bind(event_type)
+            .bind(currency)
+            .bind(amount)
             .execute(&mut *tx)
             .await?;
-            if let Some((_, entity)) = crate::sync::entity_of(record) {
-                sqlx::query("INSERT INTO rollup_entities VALUES ($1,$2,$3,$4) ON CONFLICT DO NOTHING")
-                    .bind(minute)
-                    .bind(source)
-                    .bind(event_type)
-                    .bind(entity)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            if let Some((currency, amount)) = amount_of(record) {
-                sqlx::query(
-                    "INSERT INTO rollup_amounts VALUES ($1,$2,$3,$4,$5)
-                     ON CONFLICT (minute, source, event_type, currency) DO UPDATE SET amount_minor = rollup_amounts.amount_minor + EXCLUDED.amount_minor",
-                )
-                .bind(minute)
-                .bind(source)
-                .bind(event_type)
-                .bind(currency)
-                .bind(amount)
-                .execute(&mut *tx)
-                .await?;
-            }
-            let now_ms = Utc::now().timestamp_millis();
-            let mut latencies = vec![("bridge_to_consumer", now_ms - received_ms)];
-            if let Some(occurred) = record.int("/occurred_at") {
-                latencies.push(("provider_to_bridge", received_ms - occurred));
-            }
-            for (stage, ms) in latencies {
-                sqlx::query(
-                    "INSERT INTO rollup_latency VALUES ($1,$2,$3,$4,$5,1)
-                     ON CONFLICT (minute, source, event_type, stage, bucket) DO UPDATE SET hits = rollup_latency.hits + 1",
-                )
-                .bind(minute)
-                .bind(source)
-                .bind(event_type)
-                .bind(stage)
-                .bind(bucket(ms.max(0)))
-                .execute(&mut *tx)
-                .await?;
-            }
-            Ok(())
         }
+        let now_ms = Utc::now().timestamp_millis();
+        let mut latencies = vec![("bridge_to_consumer", now_ms - received_ms)];
+        if let Some(occurred) = record.int("/occurred_at") {
+            latencies.push(("provider_to_bridge", received_ms - occurred));
+        }
+        for (stage, ms) in latencies {
+            sqlx::query(
+                "INSERT INTO rollup_latency VALUES ($1,$2,$3,$4,$5,1)
+                 ON CONFLICT (minute, source, event_type, stage, bucket) DO UPDATE SET hits = rollup_latency.hits + 1",
+            )
+            .bind(minute)
+            .bind(source)
+            .bind(event_type)
+            .bind(stage)
+            .bind(bucket(ms.max(0)))
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
     }
 }
 

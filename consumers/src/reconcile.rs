@@ -63,7 +63,11 @@ pub struct StripePoller {
     #[serde(default = "stripe_api")]
     pub api_base: String,
     /// Environment variable with the secret API key.
-    pub api_key_env: String,
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// File with the secret API key (instead of `api_key_env`).
+    #[serde(default)]
+    pub api_key_file: Option<std::path::PathBuf>,
     /// How far back the first run looks, seconds.
     #[serde(default = "default_lookback")]
     pub lookback_secs: i64,
@@ -88,7 +92,11 @@ pub struct GithubPoller {
     /// The hook's path, e.g. `/repos/octo/repo/hooks/1` or `/app/hook`.
     pub hook_path: String,
     /// Environment variable with the token.
-    pub token_env: String,
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// File with the token (instead of `token_env`).
+    #[serde(default)]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 fn github_api() -> String {
@@ -277,9 +285,7 @@ impl Reconciler {
 
     async fn stripe(&self, poller: &StripePoller, report: &mut RoundReport) -> anyhow::Result<()> {
         let name = format!("stripe:{}", poller.source);
-        let key = std::env::var(&poller.api_key_env)
-            .map_err(|_| anyhow::anyhow!("{} (the Stripe API key) is not set", poller.api_key_env))?;
-        let auth = format!("Bearer {key}");
+        let auth = format!("Bearer {}", credential(&poller.api_key_env, &poller.api_key_file, "Stripe API key")?);
         let since: i64 = match self.cursor(&name).await? {
             Some(cursor) => cursor.parse()?,
             None => chrono::Utc::now().timestamp() - poller.lookback_secs,
@@ -314,9 +320,7 @@ impl Reconciler {
 
     async fn github(&self, poller: &GithubPoller, report: &mut RoundReport) -> anyhow::Result<()> {
         let name = format!("github:{}:{}", poller.source, poller.hook_path);
-        let token = std::env::var(&poller.token_env)
-            .map_err(|_| anyhow::anyhow!("{} (the GitHub token) is not set", poller.token_env))?;
-        let auth = format!("Bearer {token}");
+        let auth = format!("Bearer {}", credential(&poller.token_env, &poller.token_file, "GitHub token")?);
         let seen_up_to: i64 = self.cursor(&name).await?.and_then(|c| c.parse().ok()).unwrap_or(0);
         let base = format!("{}{}", poller.api_base.trim_end_matches('/'), poller.hook_path);
         let mut url = Some(format!("{base}/deliveries?per_page=100"));
@@ -407,6 +411,18 @@ impl Reconciler {
             }
         }
         Ok(())
+    }
+}
+
+/// A credential from an environment variable or a file.
+fn credential(env: &Option<String>, file: &Option<std::path::PathBuf>, what: &str) -> anyhow::Result<String> {
+    match (env, file) {
+        (Some(var), _) => std::env::var(var).map_err(|_| anyhow::anyhow!("{var} (the {what}) is not set")),
+        (None, Some(path)) => Ok(std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read the {what} from {}: {e}", path.display()))?
+            .trim()
+            .to_owned()),
+        (None, None) => anyhow::bail!("set api_key_env/token_env or api_key_file/token_file for the {what}"),
     }
 }
 

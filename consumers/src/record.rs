@@ -1,7 +1,7 @@
 //! Records off the webhook topics, decoded through the schema registry with
 //! the schema they were written with, whatever its version.
 
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{Headers, Message};
 use schemas::client::{ClientError, RegistryClient};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -96,7 +96,7 @@ impl Decoder {
     }
 
     /// Decodes one message.
-    pub async fn decode(&self, message: &BorrowedMessage<'_>) -> Result<Decoded, DecodeError> {
+    pub async fn decode<M: Message>(&self, message: &M) -> Result<Decoded, DecodeError> {
         let payload = message.payload().ok_or_else(|| DecodeError::Undecodable("empty value".into()))?;
         let (schema_id, body) = schemas::wire::unframe(payload).map_err(|e| DecodeError::Undecodable(e.to_string()))?;
         let schema = self.schema(schema_id).await?;

@@ -70,37 +70,35 @@ impl Effect for Sync {
     }
 
     async fn apply(&self, tx: &mut PgConnection, record: &Decoded) -> anyhow::Result<()> {
-        {
-            let entity = entity_of(record);
-            let inserted = sqlx::query(
-                r#"INSERT INTO webhook_events (source, delivery_id, event_type, provider, schema_id, schema_version, origin,
-                       received_at, occurred_at, topic, "partition", "offset", entity_type, entity_id, payload)
-                   VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)
-                   ON CONFLICT (source, delivery_id) DO NOTHING"#,
-            )
-            .bind(record.text("/source").unwrap_or_default())
-            .bind(record.text("/delivery_id").unwrap_or_default())
-            .bind(record.text("/event_type").unwrap_or_default())
-            .bind(record.provider())
-            .bind(record.schema_id as i32)
-            .bind(record.int("/schema_version").unwrap_or_default() as i32)
-            .bind(record.text("/origin").unwrap_or("webhook"))
-            .bind(time(record.int("/received_at")).unwrap_or_else(Utc::now))
-            .bind(time(record.int("/occurred_at")))
-            .bind(&record.topic)
-            .bind(record.partition)
-            .bind(record.offset)
-            .bind(entity.as_ref().map(|(kind, _)| *kind))
-            .bind(entity.as_ref().map(|(_, id)| id.as_str()))
-            .bind(record.payload().map(|p| p.into_owned()).unwrap_or(Value::Null))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
-                return Ok(()); // a copy of an event already applied
-            }
-            apply_entity(tx, record).await
+        let entity = entity_of(record);
+        let inserted = sqlx::query(
+            r#"INSERT INTO webhook_events (source, delivery_id, event_type, provider, schema_id, schema_version, origin,
+                   received_at, occurred_at, topic, "partition", "offset", entity_type, entity_id, payload)
+               VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)
+               ON CONFLICT (source, delivery_id) DO NOTHING"#,
+        )
+        .bind(record.text("/source").unwrap_or_default())
+        .bind(record.text("/delivery_id").unwrap_or_default())
+        .bind(record.text("/event_type").unwrap_or_default())
+        .bind(record.provider())
+        .bind(record.schema_id as i32)
+        .bind(record.int("/schema_version").unwrap_or_default() as i32)
+        .bind(record.text("/origin").unwrap_or("webhook"))
+        .bind(time(record.int("/received_at")).unwrap_or_else(Utc::now))
+        .bind(time(record.int("/occurred_at")))
+        .bind(&record.topic)
+        .bind(record.partition)
+        .bind(record.offset)
+        .bind(entity.as_ref().map(|(kind, _)| *kind))
+        .bind(entity.as_ref().map(|(_, id)| id.as_str()))
+        .bind(record.payload().map(|p| p.into_owned()).unwrap_or(Value::Null))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(()); // a copy of an event already applied
         }
+        apply_entity(tx, record).await
     }
 }
 

@@ -1,0 +1,67 @@
+//! The analytics consumer and its report, against a real broker, registry
+//! and PostgreSQL.
+
+mod support;
+
+use consumers::analytics;
+use consumers::runner;
+use std::time::Duration;
+use support::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_minute_rollups_count_entities_amounts_and_latency() {
+    let stack = Stack::start().await;
+    let pool = stack.pool().await;
+    let now = chrono::Utc::now().timestamp();
+    // Three payments over two intents, in two currencies.
+    for (id, intent, amount, currency) in
+        [("evt_a", "pi_a", 1000, "usd"), ("evt_b", "pi_a", 250, "usd"), ("evt_c", "pi_b", 700, "eur")]
+    {
+        let mut object = payment_intent(intent, amount, "succeeded");
+        object["currency"] = currency.into();
+        let event = stripe_event(id, "payment_intent.succeeded", now - 3, object);
+        assert_eq!(stack.ingest("stripe", &[], &event).await["status"], "accepted");
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let consumer = {
+        let config = stack.consumer_config("");
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            runner::run(&config, &pool, &analytics::Analytics, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("analytics runs");
+        })
+    };
+    wait_for_count(&pool, "SELECT coalesce(sum(events), 0)::bigint FROM rollup_counts", 3, Duration::from_secs(20))
+        .await;
+    let _ = stop.send(());
+    consumer.await.expect("stops");
+
+    let rows = analytics::report(&pool, 60).await.expect("report");
+    let row = rows.iter().find(|r| r.event_type == "payment_intent.succeeded").expect("a row for the event type");
+    assert_eq!((row.source.as_str(), row.events, row.entities), ("stripe", 3, 2));
+    assert_eq!(row.amounts, vec![("EUR".to_owned(), 700), ("USD".to_owned(), 1250)]);
+    let [p50, _, p99] = row.provider_to_bridge.expect("occurred_at → received_at recorded");
+    assert!((2_000.0..=10_000.0).contains(&p50), "about 3 s from the event to the bridge: {p50}");
+    assert!(p99 >= p50);
+    assert!(row.bridge_to_consumer.is_some());
+
+    // The command prints the same as a table.
+    let config_path = stack.write_consumer_config("");
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_consumers"))
+            .args(["--config"])
+            .arg(&config_path)
+            .args(["report", "--minutes", "60"])
+            .output()
+            .expect("report runs")
+    })
+    .await
+    .expect("join");
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(table.contains("payment_intent.succeeded"), "{table}");
+    assert!(table.contains("EUR 7.00, USD 12.50"), "{table}");
+}
