@@ -209,3 +209,69 @@ async fn read_all(stack: &Stack, topic: &str, count: usize) -> Vec<rdkafka::mess
     .await
     .expect("join")
 }
+
+async fn github_deliveries(
+    State(base): State<Arc<Mutex<String>>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let base = base.lock().expect("lock").clone();
+    let delivery = |id: i64, code: i64| json!({"id": id, "guid": format!("guid-{id}"), "status_code": code, "status": if code == 200 { "OK" } else { "failed" }, "redelivery": false, "event": "push"});
+    match q.get("cursor").map(String::as_str) {
+        None => (
+            [("link", format!(r#"<{base}/repos/octo/repo/hooks/1/deliveries?per_page=100&cursor=p2>; rel="next""#))],
+            axum::Json(json!([delivery(5, 200), delivery(4, 502)])),
+        )
+            .into_response(),
+        Some("p2") => axum::Json(json!([delivery(3, 0), delivery(2, 200)])).into_response(),
+        Some(_) => axum::Json(json!([])).into_response(),
+    }
+}
+
+async fn github_delivery(axum::extract::Path(id): axum::extract::Path<i64>) -> Response {
+    let mut push: Value = serde_json::from_str(
+        &std::fs::read_to_string(workspace().join("schemas/samples/github/push.json")).expect("sample"),
+    )
+    .expect("json");
+    push["after"] = json!(format!("sha-of-delivery-{id}"));
+    axum::Json(json!({
+        "id": id, "guid": format!("guid-{id}"), "event": "push",
+        "request": { "headers": { "X-GitHub-Event": "push", "X-GitHub-Delivery": format!("guid-{id}"), "Content-Type": "application/json" }, "payload": push }
+    }))
+    .into_response()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_github_deliveries_are_fetched_and_pushed() {
+    let stack = Stack::start().await;
+    let base = Arc::new(Mutex::new(String::new()));
+    let url = serve(
+        Router::new()
+            .route("/repos/octo/repo/hooks/1/deliveries", get(github_deliveries))
+            .route("/repos/octo/repo/hooks/1/deliveries/{id}", get(github_delivery))
+            .with_state(base.clone()),
+    )
+    .await;
+    *base.lock().expect("lock") = url.clone();
+    let token = stack.bridge_config_path.with_file_name("github-token");
+    std::fs::write(&token, "ghp_fake").expect("token");
+    let settings = toml_config(&format!(
+        "bridge_config = \"{}\"\n[[github]]\nsource = \"github\"\napi_base = \"{url}\"\nhook_path = \"/repos/octo/repo/hooks/1\"\ntoken_file = \"{}\"\n",
+        stack.bridge_config_path.display(),
+        token.display()
+    ));
+    let pool = stack.pool().await;
+    let report = Reconciler::new(settings.clone(), stack.app.clone(), pool.clone()).round().await.expect("round");
+    assert_eq!(report, RoundReport { fetched: 2, recovered: 2, duplicates: 0, failed: 0 }, "deliveries 4 and 3 failed");
+    let decoder = consumers::record::Decoder::new(&stack.registry.url);
+    let mut ids = Vec::new();
+    for record in read_all(&stack, "webhooks.github.push", 2).await {
+        let decoded = decoder.decode(&record).await.expect("decodes");
+        assert_eq!(decoded.text("/origin"), Some("reconciliation"));
+        ids.push(decoded.text("/delivery_id").expect("id").to_owned());
+    }
+    ids.sort();
+    assert_eq!(ids, vec!["guid-3", "guid-4"]);
+    // The cursor is the newest delivery id: a second round fetches nothing.
+    let report = Reconciler::new(settings, stack.app.clone(), pool).round().await.expect("round");
+    assert_eq!(report, RoundReport::default());
+}
