@@ -65,6 +65,8 @@ pub struct Source {
     pub catalog_source: String,
     /// Its generic schema, for event types without a typed one.
     pub generic: Arc<Typed>,
+    /// Meta's subscription verify token.
+    pub verify_token: Option<crate::config::Secret>,
 }
 
 /// A schema version ready to encode with.
@@ -115,7 +117,7 @@ pub struct App {
 pub fn router(app: Arc<App>) -> Router {
     let limit = app.config.server.max_body_bytes;
     Router::new()
-        .route("/webhooks/{source}", post(receive))
+        .route("/webhooks/{source}", post(receive).get(subscribe))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(|State(app): State<Arc<App>>| async move { app.metrics.render() }))
@@ -140,6 +142,26 @@ struct Delivery<'a> {
     verified: &'a Verified,
     received_at_ms: i64,
     origin: &'static str,
+}
+
+/// Meta's subscription handshake: `GET ?hub.mode=subscribe&hub.challenge=N&hub.verify_token=T`
+/// is answered with `N` when `T` is the source's verify token.
+async fn subscribe(
+    State(app): State<Arc<App>>,
+    Path(source_name): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
+) -> Result<Response, AppError> {
+    use subtle::ConstantTimeEq;
+    let source = app.sources.get(&source_name).ok_or_else(|| AppError::UnknownSource(source_name.clone()))?;
+    let expected = source.verify_token.as_ref().map(|t| t.expose().as_bytes()).unwrap_or_default();
+    let presented = query.get("hub.verify_token").map(String::as_bytes).unwrap_or_default();
+    let token_ok = !expected.is_empty() && bool::from(expected.ct_eq(presented));
+    if query.get("hub.mode").map(String::as_str) != Some("subscribe") || !token_ok {
+        app.metrics.forged(&source.name, "verify_token");
+        return Err(AppError::Forged(crate::verify::VerifyError::Mismatch));
+    }
+    app.metrics.delivery(&source.name, Outcome::Handshake);
+    Ok((StatusCode::OK, query.get("hub.challenge").cloned().unwrap_or_default()).into_response())
 }
 
 async fn receive(
@@ -215,8 +237,19 @@ impl App {
         if let Some(handshake) = events::handshake(d.source.config.provider, d.headers, &json) {
             self.metrics.delivery(&d.source.name, Outcome::Handshake);
             return Ok(match handshake {
-                Handshake::SlackChallenge(challenge) => (StatusCode::OK, challenge).into_response(),
+                Handshake::SlackChallenge(challenge) | Handshake::TwitchChallenge(challenge) => {
+                    (StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "text/plain")], challenge).into_response()
+                }
                 Handshake::GithubPing => accepted(StatusCode::OK, json!({ "status": "pong" })),
+                Handshake::ZoomValidation(plain) => {
+                    let encrypted = match &d.source.verifier {
+                        Verifier::Zoom(zoom) => zoom.encrypt_token(&plain),
+                        _ => String::new(),
+                    };
+                    accepted(StatusCode::OK, json!({ "plainToken": plain, "encryptedToken": encrypted }))
+                }
+                Handshake::DiscordPing => accepted(StatusCode::OK, json!({ "type": 1 })),
+                Handshake::DiscordWebhookPing => StatusCode::NO_CONTENT.into_response(),
             });
         }
         let described = match events::describe(&d.source.config, d.headers, &json, body) {
@@ -266,6 +299,19 @@ impl App {
                 return Err(AppError::Unavailable(error.to_string(), self.config.server.retry_after_secs));
             }
         };
+        let unauthenticated_payload = d.source.config.provider == Provider::Mailgun;
+        let mut selected_headers: Vec<(String, String)> = d
+            .source
+            .config
+            .headers
+            .iter()
+            .filter_map(|name| {
+                d.headers.get(name.as_str()).and_then(|v| v.to_str().ok()).map(|v| (name.clone(), v.to_owned()))
+            })
+            .collect();
+        if unauthenticated_payload {
+            selected_headers.push(("payload_authenticated".into(), "false".into()));
+        }
         let envelope = Envelope {
             delivery_id: described.delivery_id.clone(),
             source: d.source.name.clone(),
@@ -290,7 +336,11 @@ impl App {
             Err(error) => return self.dead_letter(d, Some(&described), "encode", &error.to_string()).await,
         };
         let record = schemas::wire::frame(schema_id, &avro);
-        let headers = record_headers(d, &described, &typed, schema_id);
+        let mut headers = record_headers(d, &described, &typed, schema_id);
+        if unauthenticated_payload {
+            // Mailgun signs a token, not the payload: say so to every consumer.
+            headers = headers.insert(Header { key: "payload_authenticated", value: Some("false") });
+        }
         let produced =
             self.produce(&topic, described.key.as_deref().map(str::as_bytes), &record, headers, &d.source.name).await?;
         self.deliveries.record(
@@ -476,7 +526,7 @@ impl Source {
         let tolerance = config.tolerance_secs;
         let verifier = match config.provider {
             Provider::Stripe => Verifier::Stripe(stripe::Stripe::new(&secrets, tolerance)),
-            Provider::Github => Verifier::Github(github::Github::new(&secrets)),
+            Provider::Github => Verifier::Github(github::Github::new(&secrets, config.accept_legacy_sha1)),
             Provider::Shopify => Verifier::Shopify(shopify::Shopify::new(&secrets)),
             Provider::Slack => Verifier::Slack(slack::Slack::new(&secrets, tolerance)),
             Provider::Twilio => Verifier::Twilio(twilio::Twilio::new(&secrets)),
@@ -492,7 +542,27 @@ impl Source {
                 &secrets,
                 tolerance,
             )),
+            Provider::Square => Verifier::Square(square::Square::new(&secrets)),
+            Provider::Paddle => Verifier::Paddle(paddle::Paddle::new(&secrets, tolerance)),
+            Provider::Zoom => Verifier::Zoom(zoom::Zoom::new(&secrets, tolerance)),
+            Provider::Meta => Verifier::Meta(meta::Meta::new(&secrets, config.accept_legacy_sha1)),
+            Provider::Discord => {
+                Verifier::Discord(discord::Discord::new(&secrets).map_err(|e| anyhow::anyhow!("source '{name}': {e}"))?)
+            }
+            Provider::Linear => Verifier::Linear(linear::Linear::new(&secrets, tolerance)),
+            Provider::Intercom => Verifier::Intercom(intercom::Intercom::new(&secrets)),
+            Provider::Mailgun => Verifier::Mailgun(mailgun::Mailgun::new(&secrets)),
+            Provider::Sendgrid => Verifier::Sendgrid(
+                sendgrid::Sendgrid::new(&secrets).map_err(|e| anyhow::anyhow!("source '{name}': {e}"))?,
+            ),
+            Provider::Pagerduty => Verifier::Pagerduty(pagerduty::Pagerduty::new(&secrets)),
+            Provider::Jira => Verifier::Jira(jira::Jira::new(&secrets)),
+            Provider::Gitlab => Verifier::Gitlab(
+                gitlab::Gitlab::new(&secrets, tolerance).map_err(|e| anyhow::anyhow!("source '{name}': {e}"))?,
+            ),
+            Provider::Twitch => Verifier::Twitch(twitch::Twitch::new(&secrets, tolerance)),
         };
+        let verify_token = config.verify_token(name)?;
         let catalog_source = config.schemas.clone().unwrap_or_else(|| config.provider.catalog_name().to_owned());
         let generic = CatalogVersion::from_payload(
             1,
@@ -505,6 +575,7 @@ impl Source {
             verifier,
             catalog_source,
             generic: Arc::new(Typed::new(generic)),
+            verify_token,
         })
     }
 }

@@ -158,6 +158,32 @@ pub enum Provider {
     StandardWebhooks,
     /// Any HMAC, configured in `[sources.<name>.generic]`.
     Generic,
+    /// Square.
+    Square,
+    /// Paddle Billing.
+    Paddle,
+    /// Zoom.
+    Zoom,
+    /// Meta (WhatsApp, Messenger, Instagram).
+    Meta,
+    /// Discord (the secret is the application's Ed25519 public key, hex).
+    Discord,
+    /// Linear.
+    Linear,
+    /// Intercom.
+    Intercom,
+    /// Mailgun.
+    Mailgun,
+    /// SendGrid (the secret is the verification public key, base64 DER).
+    Sendgrid,
+    /// PagerDuty v3.
+    Pagerduty,
+    /// Jira Cloud.
+    Jira,
+    /// GitLab.
+    Gitlab,
+    /// Twitch EventSub.
+    Twitch,
 }
 
 impl Provider {
@@ -171,6 +197,19 @@ impl Provider {
             Self::Twilio => "twilio",
             Self::StandardWebhooks => "standard-webhooks",
             Self::Generic => "generic",
+            Self::Square => "square",
+            Self::Paddle => "paddle",
+            Self::Zoom => "zoom",
+            Self::Meta => "meta",
+            Self::Discord => "discord",
+            Self::Linear => "linear",
+            Self::Intercom => "intercom",
+            Self::Mailgun => "mailgun",
+            Self::Sendgrid => "sendgrid",
+            Self::Pagerduty => "pagerduty",
+            Self::Jira => "jira",
+            Self::Gitlab => "gitlab",
+            Self::Twitch => "twitch",
         }
     }
 }
@@ -226,6 +265,17 @@ pub struct SourceConfig {
     /// The public URL the provider calls (Twilio signs it).
     #[serde(default)]
     pub public_url: Option<String>,
+    /// GitHub, Meta: also accept the legacy SHA-1 `X-Hub-Signature` when the
+    /// SHA-256 header is absent (old GitHub Enterprise Server, old Meta apps).
+    #[serde(default)]
+    pub accept_legacy_sha1: bool,
+    /// Meta: environment variable holding the verify token of the `GET
+    /// hub.challenge` subscription handshake.
+    #[serde(default)]
+    pub verify_token_env: Option<String>,
+    /// Meta: file holding the verify token.
+    #[serde(default)]
+    pub verify_token_file: Option<PathBuf>,
     /// The generic HMAC scheme (provider = "generic").
     #[serde(default)]
     pub generic: Option<GenericScheme>,
@@ -322,6 +372,12 @@ impl Config {
                     "set secrets_env (an environment variable name) or secrets_file",
                 ));
             }
+            if source.provider == Provider::Square && source.public_url.is_none() {
+                return Err(value(
+                    &field("public_url"),
+                    "Square signs the notification URL; set it as registered in Square's dashboard",
+                ));
+            }
             if source.provider == Provider::Twilio && source.public_url.is_none() {
                 return Err(value(
                     &field("public_url"),
@@ -360,6 +416,22 @@ impl Config {
 }
 
 impl SourceConfig {
+    /// Meta's verify token, if configured.
+    pub fn verify_token(&self, name: &str) -> Result<Option<Secret>, ConfigError> {
+        let fail = |message: String| ConfigError::Secrets { source_name: name.to_owned(), message };
+        if let Some(var) = &self.verify_token_env {
+            return std::env::var(var)
+                .map(|v| Some(Secret::new(v)))
+                .map_err(|_| fail(format!("{var} (verify_token_env) is not set")));
+        }
+        if let Some(path) = &self.verify_token_file {
+            return std::fs::read_to_string(path)
+                .map(|v| Some(Secret::new(v.trim().to_owned())))
+                .map_err(|e| fail(format!("cannot read verify_token_file {}: {e}", path.display())));
+        }
+        Ok(None)
+    }
+
     /// Reads the source's secrets from its environment variable or file.
     pub fn secrets(&self, name: &str) -> Result<Vec<Secret>, ConfigError> {
         let fail = |message: String| ConfigError::Secrets { source_name: name.to_owned(), message };

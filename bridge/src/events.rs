@@ -43,6 +43,14 @@ pub enum Handshake {
     SlackChallenge(String),
     /// GitHub `ping` when a hook is created: answer 200.
     GithubPing,
+    /// Zoom `endpoint.url_validation`: answer the plain token and its HMAC.
+    ZoomValidation(String),
+    /// Discord interactions PING (`type: 1`): answer `{"type":1}`.
+    DiscordPing,
+    /// Discord webhook-events PING (`type: 0`): answer 204.
+    DiscordWebhookPing,
+    /// Twitch `webhook_callback_verification`: answer the challenge as text.
+    TwitchChallenge(String),
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -68,6 +76,19 @@ pub fn handshake(provider: Provider, headers: &HeaderMap, json: &Value) -> Optio
             Some(Handshake::SlackChallenge(text(json, "/challenge").unwrap_or_default()))
         }
         Provider::Github if header(headers, "x-github-event").as_deref() == Some("ping") => Some(Handshake::GithubPing),
+        Provider::Zoom if json.get("event").and_then(Value::as_str) == Some("endpoint.url_validation") => {
+            Some(Handshake::ZoomValidation(text(json, "/payload/plainToken").unwrap_or_default()))
+        }
+        Provider::Discord if json.get("event").is_none() => match json.get("type").and_then(Value::as_i64) {
+            Some(1) => Some(Handshake::DiscordPing),
+            Some(0) => Some(Handshake::DiscordWebhookPing),
+            _ => None,
+        },
+        Provider::Twitch
+            if header(headers, "twitch-eventsub-message-type").as_deref() == Some("webhook_callback_verification") =>
+        {
+            Some(Handshake::TwitchChallenge(text(json, "/challenge").unwrap_or_default()))
+        }
         _ => None,
     }
 }
@@ -119,6 +140,77 @@ pub fn describe(config: &SourceConfig, headers: &HeaderMap, json: &Value, body: 
                 .map(|s| s * 1000);
             (text(json, "/type"), id, at, None)
         }
+        Provider::Square => (text(json, "/type"), text(json, "/event_id"), millis(json, "/created_at"), None),
+        Provider::Paddle => (
+            text(json, "/event_type"),
+            text(json, "/notification_id").or_else(|| text(json, "/event_id")),
+            millis(json, "/occurred_at"),
+            None,
+        ),
+        Provider::Zoom => (text(json, "/event"), header(headers, "x-zm-trackingid"), millis(json, "/event_ts"), None),
+        Provider::Meta => {
+            let object = text(json, "/object");
+            let field = text(json, "/entry/0/changes/0/field")
+                .or_else(|| json.pointer("/entry/0/messaging").map(|_| "messaging".to_owned()));
+            let event = match (object, field) {
+                (Some(object), Some(field)) => Some(format!("{object}.{field}")),
+                (object, _) => object,
+            };
+            (event, None, millis(json, "/entry/0/time"), None)
+        }
+        Provider::Discord => (
+            text(json, "/event/type")
+                .map(|t| t.to_ascii_lowercase())
+                .or_else(|| text(json, "/type").map(|t| format!("interaction.{t}"))),
+            text(json, "/id"),
+            millis(json, "/event/timestamp"),
+            None,
+        ),
+        Provider::Linear => {
+            let kind = text(json, "/type").or_else(|| header(headers, "linear-event"));
+            let event = match (kind, text(json, "/action")) {
+                (Some(kind), Some(action)) => Some(format!("{kind}.{action}")),
+                (kind, _) => kind,
+            };
+            (event, header(headers, "linear-delivery"), millis(json, "/webhookTimestamp"), None)
+        }
+        Provider::Intercom => (text(json, "/topic"), text(json, "/id"), millis(json, "/created_at"), None),
+        Provider::Mailgun => (
+            text(json, "/event-data/event"),
+            text(json, "/signature/token"),
+            millis(json, "/event-data/timestamp"),
+            None,
+        ),
+        Provider::Sendgrid => {
+            (text(json, "/0/event"), text(json, "/0/sg_event_id"), millis(json, "/0/timestamp"), None)
+        }
+        Provider::Pagerduty => (
+            text(json, "/event/event_type"),
+            header(headers, "x-webhook-id").or_else(|| text(json, "/event/id")),
+            millis(json, "/event/occurred_at"),
+            None,
+        ),
+        Provider::Jira => (
+            text(json, "/webhookEvent"),
+            header(headers, "x-atlassian-webhook-identifier"),
+            millis(json, "/timestamp"),
+            None,
+        ),
+        Provider::Gitlab => (
+            text(json, "/object_kind").or_else(|| header(headers, "x-gitlab-event")),
+            header(headers, "idempotency-key")
+                .or_else(|| header(headers, "x-gitlab-event-uuid"))
+                .or_else(|| header(headers, "webhook-id")),
+            None,
+            None,
+        ),
+        Provider::Twitch => (
+            header(headers, "twitch-eventsub-subscription-type"),
+            header(headers, "twitch-eventsub-message-id"),
+            header(headers, "twitch-eventsub-message-timestamp")
+                .and_then(|t| schemas::transcode::epoch_millis(&Value::String(t))),
+            None,
+        ),
         Provider::Generic => (None, None, None, None),
     };
     let event_type = config

@@ -379,3 +379,147 @@ async fn get(stack: &Stack, path: &str) -> (u16, serde_json::Value, reqwest::hea
     let text = response.text().await.expect("text");
     (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)), headers)
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provider_handshakes_are_answered_as_each_provider_expects_and_not_produced() {
+    use ed25519_dalek::{Signer, SigningKey};
+    let stack = Stack::start().await;
+    let fixture: serde_json::Value = serde_json::from_str(include_str!("fixtures/providers.json")).expect("fixture");
+    let handshakes = fixture["handshakes"].as_array().expect("handshakes");
+    assert_eq!(handshakes.len(), 6);
+    let signing = SigningKey::from_bytes(&hex::decode(DISCORD_PRIVATE_KEY).expect("hex").try_into().expect("32 bytes"));
+    for handshake in handshakes {
+        let scheme = handshake["scheme"].as_str().expect("scheme");
+        let body = handshake["request"]["body"].as_str().unwrap_or_default().as_bytes().to_vec();
+        let expected = &handshake["expected_response"];
+        let ts = now().to_string();
+        let (status, text) = match scheme {
+            "meta" => {
+                let query = handshake["request"]["query"].as_str().expect("query");
+                let response = reqwest::get(format!("{}/webhooks/meta?{query}", stack.url)).await.expect("answer");
+                (response.status().as_u16(), response.text().await.expect("text"))
+            }
+            _ => {
+                let headers: Vec<(&str, String)> = match scheme {
+                    "slack" => {
+                        let signature =
+                            hex_mac(Algorithm::Sha256, SLACK_SECRET.as_bytes(), &[b"v0:", ts.as_bytes(), b":", &body]);
+                        vec![
+                            ("x-slack-request-timestamp", ts.clone()),
+                            ("x-slack-signature", format!("v0={signature}")),
+                        ]
+                    }
+                    "zoom" => {
+                        let signature =
+                            hex_mac(Algorithm::Sha256, ZOOM_SECRET.as_bytes(), &[b"v0:", ts.as_bytes(), b":", &body]);
+                        vec![("x-zm-request-timestamp", ts.clone()), ("x-zm-signature", format!("v0={signature}"))]
+                    }
+                    "discord" => {
+                        let signature = signing.sign(&[ts.as_bytes(), &body].concat());
+                        vec![
+                            ("x-signature-timestamp", ts.clone()),
+                            ("x-signature-ed25519", hex::encode(signature.to_bytes())),
+                        ]
+                    }
+                    "twitch" => {
+                        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+                        let id = "hs-twitch-1";
+                        let signature = hex_mac(
+                            Algorithm::Sha256,
+                            TWITCH_SECRET.as_bytes(),
+                            &[id.as_bytes(), at.as_bytes(), &body],
+                        );
+                        vec![
+                            ("twitch-eventsub-message-id", id.to_owned()),
+                            ("twitch-eventsub-message-timestamp", at),
+                            ("twitch-eventsub-message-type", "webhook_callback_verification".to_owned()),
+                            ("twitch-eventsub-message-signature", format!("sha256={signature}")),
+                        ]
+                    }
+                    other => panic!("no handshake test for {other}"),
+                };
+                let mut request =
+                    reqwest::Client::new().post(format!("{}/webhooks/{scheme}", stack.url)).body(body.clone());
+                for (name, value) in &headers {
+                    request = request.header(*name, value);
+                }
+                let response = request.send().await.expect("answer");
+                (response.status().as_u16(), response.text().await.expect("text"))
+            }
+        };
+        assert_eq!(status as i64, expected["status"].as_i64().expect("status"), "{scheme} {}", handshake["kind"]);
+        let want = expected["body"].as_str().unwrap_or_default();
+        if want.starts_with('{') {
+            let got: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{scheme}: {text}"));
+            assert_eq!(
+                got,
+                serde_json::from_str::<serde_json::Value>(want).expect("json"),
+                "{scheme} {}",
+                handshake["kind"]
+            );
+        } else {
+            assert_eq!(text, want, "{scheme} {}", handshake["kind"]);
+        }
+    }
+    // A wrong Meta verify token is refused.
+    let response =
+        reqwest::get(format!("{}/webhooks/meta?hub.mode=subscribe&hub.challenge=1&hub.verify_token=guess", stack.url))
+            .await
+            .expect("answer");
+    assert_eq!(response.status().as_u16(), 401);
+    for (source, outcome) in [("slack", 1), ("zoom", 1), ("meta", 1), ("discord", 2), ("twitch", 1)] {
+        assert_eq!(stack.app().metrics.count(source, Outcome::Handshake), outcome, "{source}");
+        assert_eq!(stack.app().metrics.count(source, Outcome::Accepted), 0, "{source}: a handshake is not produced");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn more_providers_land_on_per_event_type_topics() {
+    let fixture: serde_json::Value = serde_json::from_str(include_str!("fixtures/providers.json")).expect("fixture");
+    let vector =
+        |id: &str| fixture["vectors"].as_array().expect("vectors").iter().find(|v| v["id"] == id).cloned().expect(id);
+    // Schemes without a signed timestamp can be replayed as the vectors stand.
+    let cases = [
+        ("PG-1", "pagerduty", "webhooks.pagerduty.incident.priority_updated"),
+        ("JR-1", "jira", "webhooks.jira.jira_issue_created"),
+        ("IC-1", "intercom", "webhooks.intercom.user.created"),
+        ("GL-1", "gitlab", "webhooks.gitlab.push"),
+        ("SG-1", "sendgrid", "webhooks.sendgrid.dropped"),
+        ("MG-1", "mailgun", "webhooks.mailgun.delivered"),
+    ];
+    let dir = std::env::temp_dir().join(format!("more-providers-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut extra = String::new();
+    for (id, provider, _) in cases {
+        let path = dir.join(provider);
+        std::fs::write(&path, vector(id)["secret"].as_str().expect("secret")).expect("write");
+        extra.push_str(&format!(
+            "[sources.{provider}]\nprovider = \"{provider}\"\nsecrets_file = \"{}\"\n",
+            path.display()
+        ));
+    }
+    let stack = Stack::start_with(&extra).await;
+    for (id, provider, topic) in cases {
+        let v = vector(id);
+        let headers: Vec<(&str, String)> = v["headers"]
+            .as_object()
+            .expect("headers")
+            .iter()
+            .map(|(k, val)| (k.as_str(), val.as_str().expect("value").to_owned()))
+            .collect();
+        let (status, answer, _) =
+            stack.post(provider, &headers, v["body"].as_str().expect("body").as_bytes().to_vec()).await;
+        assert_eq!(status, 200, "{id}: {answer}");
+        assert_eq!(answer["topic"], topic, "{id}");
+        let record = &stack.records(topic, 1)[0];
+        let decoded = stack.decoder().decode(record.payload()).await.expect("decodes").value;
+        assert_eq!(string(field(&decoded, "source")), provider);
+        let authenticated = header(record, "payload_authenticated");
+        if provider == "mailgun" {
+            assert_eq!(authenticated.as_deref(), Some("false"), "Mailgun's payload is not covered by its signature");
+        } else {
+            assert_eq!(authenticated, None);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -9,13 +9,26 @@
 //! A request becomes [`Verified`] only through [`Verifier::verify`]: nothing
 //! downstream can take an unverified body.
 
+pub mod discord;
 pub mod generic_hmac;
 pub mod github;
+pub mod gitlab;
+pub mod intercom;
+pub mod jira;
+pub mod linear;
+pub mod mailgun;
+pub mod meta;
+pub mod paddle;
+pub mod pagerduty;
+pub mod sendgrid;
 pub mod shopify;
 pub mod slack;
+pub mod square;
 pub mod standard_webhooks;
 pub mod stripe;
 pub mod twilio;
+pub mod twitch;
+pub mod zoom;
 
 use axum::http::HeaderMap;
 use bytes_of::Body;
@@ -101,6 +114,32 @@ pub enum Verifier {
     Twilio(twilio::Twilio),
     /// Any HMAC over the body, as configured.
     GenericHmac(generic_hmac::GenericHmac),
+    /// Square.
+    Square(square::Square),
+    /// Paddle Billing.
+    Paddle(paddle::Paddle),
+    /// Zoom.
+    Zoom(zoom::Zoom),
+    /// Meta (WhatsApp, Messenger, Instagram).
+    Meta(meta::Meta),
+    /// Discord (Ed25519).
+    Discord(discord::Discord),
+    /// Linear.
+    Linear(linear::Linear),
+    /// Intercom.
+    Intercom(intercom::Intercom),
+    /// Mailgun (signature in the body; the payload is not covered).
+    Mailgun(mailgun::Mailgun),
+    /// SendGrid (ECDSA P-256).
+    Sendgrid(sendgrid::Sendgrid),
+    /// PagerDuty v3.
+    Pagerduty(pagerduty::Pagerduty),
+    /// Jira Cloud admin webhooks.
+    Jira(jira::Jira),
+    /// GitLab (token, or Standard-Webhooks signing token).
+    Gitlab(gitlab::Gitlab),
+    /// Twitch EventSub.
+    Twitch(twitch::Twitch),
 }
 
 impl Verifier {
@@ -113,6 +152,19 @@ impl Verifier {
             Self::Slack(v) => v,
             Self::Twilio(v) => v,
             Self::GenericHmac(v) => v,
+            Self::Square(v) => v,
+            Self::Paddle(v) => v,
+            Self::Zoom(v) => v,
+            Self::Meta(v) => v,
+            Self::Discord(v) => v,
+            Self::Linear(v) => v,
+            Self::Intercom(v) => v,
+            Self::Mailgun(v) => v,
+            Self::Sendgrid(v) => v,
+            Self::Pagerduty(v) => v,
+            Self::Jira(v) => v,
+            Self::Gitlab(v) => v,
+            Self::Twitch(v) => v,
         }
     }
 
@@ -165,6 +217,26 @@ pub fn within_window(timestamp: i64, now: i64, tolerance: i64) -> Result<(), Ver
         return Err(VerifyError::Stale { timestamp, now, tolerance });
     }
     Ok(())
+}
+
+/// Checks a `<prefix><hex MAC of the body>` header (GitHub, Meta, Jira,
+/// Intercom): the prefix names the algorithm, and only that prefix is accepted.
+pub fn prefixed_hex_mac(
+    inbound: &Inbound<'_>,
+    name: &'static str,
+    prefix: &str,
+    algorithm: Algorithm,
+    keys: &[Vec<u8>],
+) -> Result<(), VerifyError> {
+    let value = header(inbound.headers, name)?;
+    let hex = value.strip_prefix(prefix).ok_or(VerifyError::NoSupportedSignature("the header's algorithm label"))?;
+    let signature = from_hex(hex).ok_or(VerifyError::Malformed(name))?;
+    if mac_matches(algorithm, keys, &[inbound.body], &[signature]) { Ok(()) } else { Err(VerifyError::Mismatch) }
+}
+
+/// Secrets as HMAC keys: their UTF-8 bytes, used as given.
+pub fn utf8_keys(secrets: &[String]) -> Vec<Vec<u8>> {
+    secrets.iter().map(|s| s.as_bytes().to_vec()).collect()
 }
 
 /// The MAC algorithms webhook schemes use.
@@ -224,6 +296,21 @@ pub fn mac(algorithm: Algorithm, key: &[u8], message: &[&[u8]]) -> Vec<u8> {
 /// Decodes lowercase or uppercase hex; `None` if it is not hex.
 pub fn from_hex(text: &str) -> Option<Vec<u8>> {
     hex::decode(text.trim()).ok()
+}
+
+/// Decodes a base64 secret leniently: padded or not, and with non-zero
+/// trailing bits (as the Python and JavaScript Standard Webhooks libraries
+/// accept them).
+pub fn secret_from_base64(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    let lenient = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    lenient.decode(text.trim()).ok()
 }
 
 /// Decodes standard base64 (padded or not); `None` if it is not base64.

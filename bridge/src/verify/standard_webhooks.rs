@@ -3,15 +3,21 @@
 //!
 //! Signed bytes: `{webhook-id}.{webhook-timestamp}.{body}`, HMAC-SHA256, key =
 //! the secret with `whsec_` stripped, base64-decoded. `webhook-signature` is a
-//! space-separated list of `v1,<base64>`; other versions (`v1a`, asymmetric)
-//! are ignored. Timestamp within ±tolerance of now.
+//! space-separated list of `v1,<base64>`. Asymmetric `v1a,<base64>` signatures
+//! (Ed25519 over the same bytes) are checked against `whpk_<base64>` public
+//! keys configured as secrets. Other version labels are ignored, never
+//! accepted. Timestamp within ±tolerance of now.
 
-use super::{Algorithm, Inbound, Verify, VerifyError, from_base64, header, mac_matches, within_window};
+use super::{
+    Algorithm, Inbound, Verify, VerifyError, from_base64, header, mac_matches, secret_from_base64, within_window,
+};
+use ed25519_dalek::{Signature, VerifyingKey};
 
 /// The Standard Webhooks verifier.
 #[derive(Debug)]
 pub struct StandardWebhooks {
     keys: Vec<Vec<u8>>,
+    public_keys: Vec<VerifyingKey>,
     tolerance: i64,
 }
 
@@ -23,11 +29,17 @@ pub struct BadSecret;
 impl StandardWebhooks {
     /// A verifier with these secrets (rotation: any may sign).
     pub fn new(secrets: &[String], tolerance: i64) -> Result<Self, BadSecret> {
-        let keys = secrets
-            .iter()
-            .map(|s| from_base64(s.strip_prefix("whsec_").unwrap_or(s)).ok_or(BadSecret))
-            .collect::<Result<_, _>>()?;
-        Ok(Self { keys, tolerance })
+        let mut keys = Vec::new();
+        let mut public_keys = Vec::new();
+        for secret in secrets {
+            if let Some(public) = secret.strip_prefix("whpk_") {
+                let bytes: [u8; 32] = secret_from_base64(public).and_then(|b| b.try_into().ok()).ok_or(BadSecret)?;
+                public_keys.push(VerifyingKey::from_bytes(&bytes).map_err(|_| BadSecret)?);
+            } else {
+                keys.push(secret_from_base64(secret.strip_prefix("whsec_").unwrap_or(secret)).ok_or(BadSecret)?);
+            }
+        }
+        Ok(Self { keys, public_keys, tolerance })
     }
 }
 
@@ -57,15 +69,27 @@ impl Verify for StandardWebhooks {
             .filter_map(|entry| entry.strip_prefix("v1,"))
             .filter_map(from_base64)
             .collect();
-        if candidates.is_empty() {
+        let asymmetric: Vec<Signature> = signatures
+            .split_ascii_whitespace()
+            .filter_map(|entry| entry.strip_prefix("v1a,"))
+            .filter_map(from_base64)
+            .filter_map(|bytes| <[u8; 64]>::try_from(bytes).ok())
+            .map(|bytes| Signature::from_bytes(&bytes))
+            .collect();
+        let usable = (!candidates.is_empty() && !self.keys.is_empty())
+            || (!asymmetric.is_empty() && !self.public_keys.is_empty());
+        if !usable {
             return Err(VerifyError::NoSupportedSignature("v1"));
         }
         within_window(ts, inbound.now, self.tolerance)?;
         let message = [id.as_bytes(), b".", timestamp.as_bytes(), b".", inbound.body];
         if mac_matches(Algorithm::Sha256, &self.keys, &message, &candidates) {
-            Ok(())
-        } else {
-            Err(VerifyError::Mismatch)
+            return Ok(());
         }
+        let signed = message.concat();
+        if self.public_keys.iter().any(|key| asymmetric.iter().any(|sig| key.verify_strict(&signed, sig).is_ok())) {
+            return Ok(());
+        }
+        Err(VerifyError::Mismatch)
     }
 }

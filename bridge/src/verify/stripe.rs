@@ -29,7 +29,8 @@ pub fn parse_header(value: &str) -> Result<(i64, Vec<Vec<u8>>), VerifyError> {
         let (label, content) = item.trim().split_once('=').ok_or(VerifyError::Malformed("Stripe-Signature"))?;
         match label {
             "t" => timestamp = Some(content.parse::<i64>().map_err(|_| VerifyError::Malformed("Stripe-Signature"))?),
-            "v1" => signatures.push(from_hex(content).ok_or(VerifyError::Malformed("Stripe-Signature"))?),
+            // A v1 that is not hex cannot match; another v1 may (Stripe's SDKs skip it too).
+            "v1" => signatures.extend(from_hex(content)),
             _ => {}
         }
     }

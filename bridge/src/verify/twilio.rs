@@ -24,20 +24,28 @@ impl Twilio {
     }
 }
 
-/// The URL with and without an explicit default port.
+/// The URL as given, and with its port removed (any port, as Twilio's SDKs
+/// do) or, without one, with the scheme's default port added.
 fn url_variants(url: &str) -> Vec<String> {
     let mut variants = vec![url.to_owned()];
     for (scheme, port) in [("https://", ":443"), ("http://", ":80")] {
         let Some(rest) = url.strip_prefix(scheme) else { continue };
         let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
         let (host, tail) = rest.split_at(host_end);
-        if let Some(bare) = host.strip_suffix(port) {
-            variants.push(format!("{scheme}{bare}{tail}"));
-        } else if !host.contains(':') {
-            variants.push(format!("{scheme}{host}{port}{tail}"));
+        match host.rsplit_once(':') {
+            Some((bare, _)) => variants.push(format!("{scheme}{bare}{tail}")),
+            None => variants.push(format!("{scheme}{host}{port}{tail}")),
         }
     }
     variants
+}
+
+/// `name` + `value` of every POST parameter: names sorted, and each name's
+/// values sorted and de-duplicated, as Twilio computes it.
+fn signed_params(mut params: Vec<(String, String)>) -> String {
+    params.sort();
+    params.dedup();
+    params.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()]).collect()
 }
 
 impl Verify for Twilio {
@@ -53,7 +61,6 @@ impl Verify for Twilio {
         let mut params: Vec<(String, String)> = Vec::new();
         if is_form {
             params = serde_urlencoded::from_bytes(inbound.body).map_err(|_| VerifyError::Malformed("form body"))?;
-            params.sort();
         } else {
             // JSON body: the URL's bodySHA256 must be the body's digest.
             let query = url.split_once('?').map(|(_, q)| q).unwrap_or_default();
@@ -64,7 +71,7 @@ impl Verify for Twilio {
                 return Err(VerifyError::Mismatch);
             }
         }
-        let tail: String = params.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()]).collect();
+        let tail = signed_params(params);
         let found = url_variants(url).iter().any(|variant| {
             mac_matches(
                 Algorithm::Sha1,
@@ -88,6 +95,6 @@ mod tests {
             vec!["https://h.example/x?a=1", "https://h.example:443/x?a=1"]
         );
         assert_eq!(url_variants("https://h.example:443/x"), vec!["https://h.example:443/x", "https://h.example/x"]);
-        assert_eq!(url_variants("https://h.example:8443/x"), vec!["https://h.example:8443/x"]);
+        assert_eq!(url_variants("https://h.example:8443/x"), vec!["https://h.example:8443/x", "https://h.example/x"]);
     }
 }

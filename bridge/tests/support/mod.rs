@@ -24,6 +24,12 @@ pub const SLACK_SECRET: &str = "slack-signing-secret";
 pub const TWILIO_SECRET: &str = "twilio-auth-token";
 pub const SVIX_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 pub const ACME_SECRET: &str = "acme-secret";
+pub const ZOOM_SECRET: &str = "zoom_secret_token_0123456789";
+pub const META_VERIFY_TOKEN: &str = "meatyhamhock";
+/// RFC 8032 section 7.1 TEST 1 key pair, as the shared Discord vectors use it.
+pub const DISCORD_PUBLIC_KEY: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+pub const DISCORD_PRIVATE_KEY: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+pub const TWITCH_SECRET: &str = "twitch_eventsub_secret_1234567890";
 pub const TWILIO_URL: &str = "https://hooks.example.com/webhooks/twilio";
 
 pub struct Stack {
@@ -95,6 +101,20 @@ occurred_at_pointer = "/occurred_at"
 header = "x-acme-signature"
 prefix = "sha256="
 timestamp_header = "x-acme-timestamp"
+[sources.zoom]
+provider = "zoom"
+secrets_file = "{zoom}"
+[sources.meta]
+provider = "meta"
+secrets_file = "{meta}"
+verify_token_file = "{meta_token}"
+[sources.discord]
+provider = "discord"
+secrets_file = "{discord}"
+[sources.twitch]
+provider = "twitch"
+secrets_file = "{twitch}"
+tolerance_secs = 600
 {extra}
 "#,
         catalog = workspace().join("schemas/catalog").display(),
@@ -105,6 +125,11 @@ timestamp_header = "x-acme-timestamp"
         twilio = secret("twilio", TWILIO_SECRET),
         svix = secret("svix", SVIX_SECRET),
         acme = secret("acme", ACME_SECRET),
+        zoom = secret("zoom", ZOOM_SECRET),
+        meta = secret("meta", "meta-app-secret"),
+        meta_token = secret("meta-token", META_VERIFY_TOKEN),
+        discord = secret("discord", DISCORD_PUBLIC_KEY),
+        twitch = secret("twitch", TWITCH_SECRET),
     )
 }
 
