@@ -257,7 +257,9 @@ impl App {
             Err(reason) => return self.dead_letter(d, None, "describe", &reason).await,
         };
         let _in_flight = match self.deliveries.admit(&d.source.name, &described.delivery_id, d.received_at_ms) {
-            Admission::New(mark) => mark,
+            Admission::New(mark) => Some(mark),
+            // Replaying a dead letter: the earlier attempt is exactly what is being repaired.
+            Admission::Duplicate(record) if d.origin == "replay" && record.outcome == "dead-lettered" => None,
             Admission::Duplicate(record) => {
                 self.metrics.delivery(&d.source.name, Outcome::Duplicate);
                 return Ok(accepted(
@@ -411,6 +413,13 @@ impl App {
             use sha2::Digest;
             format!("sha256:{}", hex::encode(sha2::Sha256::digest(body)))
         });
+        if d.origin == "replay" {
+            // A replayed dead letter that still does not fit stays where it is.
+            return Ok(accepted(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({ "status": "still-unusable", "delivery_id": delivery_id, "stage": stage, "reason": reason }),
+            ));
+        }
         if let Admission::Duplicate(record) = self.deliveries.admit(&d.source.name, &delivery_id, d.received_at_ms) {
             self.metrics.delivery(&d.source.name, Outcome::Duplicate);
             return Ok(accepted(StatusCode::OK, json!({ "status": "duplicate", "delivery_id": record.delivery_id })));
@@ -423,7 +432,8 @@ impl App {
             .insert(Header { key: "delivery_id", value: Some(delivery_id.as_str()) })
             .insert(Header { key: "event_type", value: described.map(|x| x.event_type.as_str()) })
             .insert(Header { key: "received_at", value: Some(&d.received_at_ms.to_string()) })
-            .insert(Header { key: "original_content_type", value: Some(content_type.as_str()) });
+            .insert(Header { key: "original_content_type", value: Some(content_type.as_str()) })
+            .insert(Header { key: "original_headers", value: Some(original_headers(d.headers).as_str()) });
         let topic = self.config.kafka.dead_letter_topic.clone();
         let produced = self.produce(&topic, Some(delivery_id.as_bytes()), body, headers, &d.source.name).await?;
         self.deliveries.record(
@@ -448,6 +458,19 @@ impl App {
                     "topic": produced.topic, "partition": produced.partition, "offset": produced.offset }),
         ))
     }
+}
+
+/// The request headers as a JSON object, for the dead-letter record, so a
+/// replay can type the delivery again (credentials left out).
+fn original_headers(headers: &HeaderMap) -> String {
+    let map: serde_json::Map<String, Value> = headers
+        .iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "authorization" | "cookie" | "proxy-authorization"))
+        .filter_map(|(name, value)| {
+            value.to_str().ok().map(|v| (name.as_str().to_owned(), Value::String(v.to_owned())))
+        })
+        .collect();
+    Value::Object(map).to_string()
 }
 
 fn event_dir(version: &CatalogVersion) -> String {

@@ -22,6 +22,7 @@ pub mod deliveries;
 pub mod error;
 pub mod events;
 pub mod metrics;
+pub mod replay;
 pub mod schema_ids;
 pub mod sink;
 pub mod verify;

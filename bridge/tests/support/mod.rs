@@ -48,6 +48,16 @@ fn workspace() -> PathBuf {
 }
 
 pub fn config_text(brokers: &str, registry: &str, dir: &std::path::Path, extra: &str) -> String {
+    config_text_with_catalog(brokers, registry, dir, extra, &workspace().join("schemas/catalog"))
+}
+
+pub fn config_text_with_catalog(
+    brokers: &str,
+    registry: &str,
+    dir: &std::path::Path,
+    extra: &str,
+    catalog: &std::path::Path,
+) -> String {
     let secret = |name: &str, value: &str| {
         let path = dir.join(name);
         std::fs::write(&path, value).expect("write secret");
@@ -117,7 +127,7 @@ secrets_file = "{twitch}"
 tolerance_secs = 600
 {extra}
 "#,
-        catalog = workspace().join("schemas/catalog").display(),
+        catalog = catalog.display(),
         stripe = secret("stripe", &format!("whsec_old_rotated_out\n{STRIPE_SECRET}")),
         github = secret("github", GITHUB_SECRET),
         shopify = secret("shopify", SHOPIFY_SECRET),
@@ -139,14 +149,30 @@ impl Stack {
     }
 
     pub async fn start_with(extra: &str) -> Self {
+        Self::start_with_catalog(extra, &workspace().join("schemas/catalog")).await
+    }
+
+    /// The config file of this stack's bridge, for the command-line tools.
+    pub fn write_config(&self, text: &str) -> PathBuf {
+        let path = self.dir.join("bridge.toml");
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    pub async fn start_with_catalog(extra: &str, catalog: &std::path::Path) -> Self {
         let broker = Broker::start().expect("broker starts");
         let registry = RunningRegistry::start(&broker.bootstrap(), "_schemas", "127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("registry starts");
         let dir = std::env::temp_dir().join(format!("bridge-e2e-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let config = bridge::config::Config::from_toml(&config_text(&broker.bootstrap(), &registry.url, &dir, extra))
-            .expect("test config is valid");
+        let text = config_text_with_catalog(&broker.bootstrap(), &registry.url, &dir, extra, catalog);
+        let config = bridge::config::Config::from_toml(&text).expect("test config is valid");
+        std::fs::write(dir.join("bridge.toml"), &text).expect("write config");
         let mut stack = Self { broker, registry, url: String::new(), app: None, config, bridge: None, stop: None, dir };
         stack.start_bridge().await;
         stack

@@ -1,0 +1,94 @@
+//! Dead letters replayed after a new schema version: the repaired ones land
+//! on their topic, the rest stay on the dead-letter topic.
+
+mod support;
+
+use apache_avro::types::Value as Avro;
+use bridge::verify::Algorithm;
+use serde_json::json;
+use support::*;
+
+fn acme_headers(body: &[u8], delivery: &str) -> Vec<(&'static str, String)> {
+    let ts = now().to_string();
+    let signature = hex_mac(Algorithm::Sha256, ACME_SECRET.as_bytes(), &[ts.as_bytes(), b".", body]);
+    vec![
+        ("x-acme-signature", format!("sha256={signature}")),
+        ("x-acme-timestamp", ts),
+        ("x-acme-delivery", delivery.to_owned()),
+    ]
+}
+
+fn widget_schema(colour_optional: bool) -> serde_json::Value {
+    let colour = if colour_optional {
+        json!({"name": "colour", "type": ["null", "string"], "default": null})
+    } else {
+        json!({"name": "colour", "type": "string"})
+    };
+    json!({"type": "record", "name": "WidgetMade", "namespace": "webhooks.acme", "fields": [
+        {"name": "event", "type": "string"},
+        {"name": "widget", "type": {"type": "record", "name": "Widget", "fields": [{"name": "id", "type": "string"}, colour]}}
+    ]})
+}
+
+fn run_replay(config: &std::path::Path) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_bridge-replay"))
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("replay runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_after_a_new_schema_version_repairs_what_now_fits() {
+    let catalog = std::env::temp_dir().join(format!("replay-catalog-{}", uuid::Uuid::new_v4().simple()));
+    let event_dir = catalog.join("generic/widget.made");
+    std::fs::create_dir_all(&event_dir).expect("dir");
+    std::fs::write(event_dir.join("v1.avsc"), widget_schema(false).to_string()).expect("v1");
+    let stack = Stack::start_with_catalog("", &catalog).await;
+
+    let misfit = br#"{"event":"widget.made","widget":{"id":"w1"}}"#.to_vec();
+    let (status, answer, _) = stack.post("acme", &acme_headers(&misfit, "d-misfit"), misfit).await;
+    assert_eq!((status, answer["stage"].as_str()), (202, Some("transcode")), "{answer}");
+    let garbage = b"not json".to_vec();
+    let (status, _, _) = stack.post("acme", &acme_headers(&garbage, "d-garbage"), garbage).await;
+    assert_eq!(status, 202);
+    let fine = br#"{"event":"widget.made","widget":{"id":"w2","colour":"red"}}"#.to_vec();
+    let (status, _, _) = stack.post("acme", &acme_headers(&fine, "d-fine"), fine).await;
+    assert_eq!(status, 200);
+
+    // The integration engineer adds v2, where colour is optional, and replays.
+    std::fs::write(event_dir.join("v2.avsc"), widget_schema(true).to_string()).expect("v2");
+    let config = stack.dir().join("bridge.toml");
+    let summary = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || run_replay(&config)
+    })
+    .await
+    .expect("join");
+    assert!(summary.contains("read 2, repaired 1, already repaired 0, still unusable 1"), "{summary}");
+
+    let topic = "webhooks.acme.widget.made";
+    let records = stack.records(topic, 2);
+    assert_eq!(records.len(), 2);
+    let decoder = stack.decoder();
+    let mut replayed = None;
+    for record in &records {
+        let decoded = decoder.decode(rdkafka::message::Message::payload(record)).await.expect("decodes").value;
+        if string(field(&decoded, "origin")) == "replay" {
+            replayed = Some(decoded);
+        }
+    }
+    let replayed = replayed.expect("the repaired record is on its topic");
+    assert_eq!(string(field(&replayed, "delivery_id")), "d-misfit");
+    assert_eq!(field(&replayed, "schema_version"), &Avro::Int(2));
+    assert_eq!(field(&replayed, "payload.widget.colour"), &Avro::Union(0, Box::new(Avro::Null)));
+    assert_eq!(stack.count("webhooks.dead-letter"), 2, "dead letters are left in place");
+
+    // Replaying again changes nothing.
+    let summary = tokio::task::spawn_blocking(move || run_replay(&config)).await.expect("join");
+    assert!(summary.contains("repaired 0, already repaired 1, still unusable 1"), "{summary}");
+    assert_eq!(stack.count(topic), 2);
+    let _ = std::fs::remove_dir_all(&catalog);
+}
