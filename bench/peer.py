@@ -1,0 +1,111 @@
+"""A do-it-yourself webhook receiver, as a team would write it without the
+bridge: Starlette + uvicorn, hmac for Stripe's signature, fastavro for the
+same envelope schema, confluent-kafka (acks=all, idempotent) for Kafka, and
+a 200 only after the delivery report. Run by `scripts/bench`.
+
+Environment: PEER_BROKERS, PEER_TOPIC, PEER_SCHEMA (file with the registered
+envelope schema), PEER_SCHEMA_ID, PEER_SECRET.
+"""
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import io
+import json
+import os
+import struct
+import time
+
+import fastavro
+from confluent_kafka import Producer
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+SECRET = os.environ["PEER_SECRET"].encode()
+TOPIC = os.environ["PEER_TOPIC"]
+SCHEMA_ID = int(os.environ["PEER_SCHEMA_ID"])
+with open(os.environ["PEER_SCHEMA"]) as f:
+    SCHEMA = fastavro.parse_schema(json.load(f))
+HEADER = struct.pack(">bI", 0, SCHEMA_ID)
+PRODUCER = Producer({
+    "bootstrap.servers": os.environ["PEER_BROKERS"],
+    "enable.idempotence": True,
+    "acks": "all",
+    "compression.type": "lz4",
+    "linger.ms": 2,
+})
+
+
+async def poll_forever():
+    while True:
+        PRODUCER.poll(0)
+        await asyncio.sleep(0.001)
+
+
+def verify(header: str, body: bytes) -> bool:
+    parts = dict(item.split("=", 1) for item in header.split(",") if "=" in item)
+    t = parts.get("t")
+    if t is None or abs(time.time() - int(t)) > 300:
+        return False
+    expected = hmac.new(SECRET, t.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return any(hmac.compare_digest(expected, v) for k, v in
+               (item.split("=", 1) for item in header.split(",")) if k == "v1")
+
+
+def ms(seconds):
+    return None if seconds is None else int(seconds) * 1000
+
+
+def transcode(event: dict, raw: str) -> dict:
+    obj = event["data"]["object"]
+    return {
+        "delivery_id": event["id"], "source": "stripe", "event_type": event["type"], "schema_version": 1,
+        "received_at": int(time.time() * 1000), "occurred_at": ms(event.get("created")), "origin": "webhook",
+        "headers": {}, "raw": raw,
+        "payload": {
+            "id": event["id"], "object": event.get("object", "event"), "api_version": event.get("api_version"),
+            "created": ms(event["created"]), "type": event["type"], "livemode": event.get("livemode", False),
+            "pending_webhooks": event.get("pending_webhooks", 0), "request": event.get("request"),
+            "data": {"object": {
+                "id": obj["id"], "object": obj.get("object", "payment_intent"), "amount": int(obj["amount"]),
+                "amount_received": int(obj.get("amount_received", 0)), "currency": obj["currency"],
+                "status": obj["status"], "customer": obj.get("customer"), "created": ms(obj["created"]),
+                "description": obj.get("description"), "payment_method": obj.get("payment_method"),
+                "latest_charge": obj.get("latest_charge"), "livemode": obj.get("livemode", False),
+                "metadata": obj.get("metadata", {}),
+            }},
+        },
+    }
+
+
+async def receive(request):
+    body = await request.body()
+    if not verify(request.headers.get("stripe-signature", ""), body):
+        return JSONResponse({"error": "signature"}, status_code=401)
+    event = json.loads(body)
+    out = io.BytesIO()
+    out.write(HEADER)
+    fastavro.schemaless_writer(out, SCHEMA, transcode(event, body.decode()))
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def report(error, message):
+        loop.call_soon_threadsafe(done.set_result, (error, message))
+
+    PRODUCER.produce(TOPIC, out.getvalue(), key=event["data"]["object"]["id"], on_delivery=report)
+    error, message = await done
+    if error is not None:
+        return JSONResponse({"error": str(error)}, status_code=503)
+    return JSONResponse({"status": "accepted", "offset": message.offset()})
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app):
+    task = asyncio.get_running_loop().create_task(poll_forever())
+    yield
+    task.cancel()
+    PRODUCER.flush(10)
+
+
+app = Starlette(routes=[Route("/webhooks/stripe", receive, methods=["POST"])], lifespan=lifespan)

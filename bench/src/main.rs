@@ -1,0 +1,598 @@
+//! `bench`: measures, in one run on this machine, with the same signed ~2 KB
+//! Stripe-style payloads:
+//! - the bridge end to end (verify + transcode + produce, acks=all):
+//!   throughput, p50/p99 answer latency, CPU per webhook, peak RSS, and p99
+//!   at half of its peak rate;
+//! - the Kafka limit: a bare rdkafka producer sending the bridge's own Avro
+//!   records to the same broker, with the same producer settings;
+//! - the HTTP limit: an axum server that only answers 200;
+//! - a do-it-yourself Python receiver (Starlette + uvicorn, hmac, fastavro,
+//!   confluent-kafka), if `--python` names an interpreter that has them;
+//! - the sync consumer: events per second into PostgreSQL.
+//!
+//! and prints one table with the ratios. Run it through `scripts/bench`,
+//! which builds in release mode and installs the Python peer. The load
+//! generator runs on the same two cores as what it measures; the table says so.
+
+use anyhow::Context;
+use clap::Parser;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Parser)]
+struct Cli {
+    /// Requests per measured run.
+    #[arg(long, default_value_t = 20_000)]
+    requests: usize,
+    /// Concurrent connections of the load generator.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// The bridge binary (release build).
+    #[arg(long, default_value = "target/release/bridge")]
+    bridge: PathBuf,
+    /// A Python with starlette, uvicorn, fastavro and confluent-kafka, for the peer.
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// Events for the consumer benchmark.
+    #[arg(long, default_value_t = 10_000)]
+    consumer_events: usize,
+    /// Run as the HTTP-limit server on this address (used by the bench itself).
+    #[arg(long, hide = true)]
+    http_limit_server: Option<String>,
+}
+
+const SECRET: &str = "whsec_bench_secret_0123456789";
+
+#[derive(Debug, Clone, Default)]
+struct Measured {
+    name: String,
+    requests: usize,
+    concurrency: usize,
+    per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    cpu_us_per_request: Option<f64>,
+    peak_rss_mib: Option<f64>,
+    errors: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(listen) = &cli.http_limit_server {
+        return http_limit_server(listen);
+    }
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(cli))
+}
+
+fn http_limit_server(listen: &str) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
+        let app = axum::Router::new().route("/webhooks/stripe", axum::routing::post(|| async { "ok" }));
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        axum::serve(listener, app).await?;
+        Ok(())
+    })
+}
+
+/// A ~2 KB Stripe-style event with a unique id.
+fn event(n: usize) -> Vec<u8> {
+    let mut metadata = serde_json::Map::new();
+    for i in 0..40 {
+        metadata.insert(format!("field_{i:02}"), serde_json::Value::String(format!("value-{n}-{i:04}-padding")));
+    }
+    let now = chrono::Utc::now().timestamp();
+    serde_json::to_vec(&serde_json::json!({
+        "id": format!("evt_bench_{n}_{}", now), "object": "event", "api_version": "2024-06-20", "created": now,
+        "type": "payment_intent.succeeded", "livemode": false, "pending_webhooks": 1,
+        "request": {"id": format!("req_{n}"), "idempotency_key": null},
+        "data": {"object": {
+            "id": format!("pi_bench_{}", n % 1000), "object": "payment_intent", "amount": 1000 + n as i64, "amount_received": 1000 + n as i64,
+            "currency": "usd", "status": "succeeded", "customer": format!("cus_{}", n % 97), "created": now - 5,
+            "description": "Benchmark order", "payment_method": "pm_card_visa", "latest_charge": format!("ch_{n}"),
+            "livemode": false, "metadata": metadata
+        }}
+    }))
+    .unwrap_or_default()
+}
+
+fn signed(body: &[u8]) -> String {
+    let t = chrono::Utc::now().timestamp().to_string();
+    let mac = bridge::verify::mac(bridge::verify::Algorithm::Sha256, SECRET.as_bytes(), &[t.as_bytes(), b".", body]);
+    format!("t={t},v1={}", hex::encode(mac))
+}
+
+struct Load {
+    elapsed: Duration,
+    latencies_us: Vec<u64>,
+    errors: usize,
+}
+
+fn percentile(sorted: &[u64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index] as f64 / 1000.0
+}
+
+/// Sends `bodies` to `url` from `concurrency` connections, as fast as answered.
+async fn closed_loop(url: &str, bodies: Arc<Vec<(Vec<u8>, String)>>, concurrency: usize) -> Load {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap_or_default();
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (client, next, bodies, url) = (client.clone(), next.clone(), bodies.clone(), url.to_owned());
+        workers.push(tokio::spawn(async move {
+            let (mut latencies, mut errors) = (Vec::new(), 0usize);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((body, signature)) = bodies.get(i) else { break };
+                let sent = Instant::now();
+                let ok = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("stripe-signature", signature)
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                latencies.push(sent.elapsed().as_micros() as u64);
+                errors += usize::from(!ok);
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut load = Load { elapsed: Duration::ZERO, latencies_us: Vec::new(), errors: 0 };
+    for worker in workers {
+        if let Ok((latencies, errors)) = worker.await {
+            load.latencies_us.extend(latencies);
+            load.errors += errors;
+        }
+    }
+    load.elapsed = started.elapsed();
+    load.latencies_us.sort_unstable();
+    load
+}
+
+/// Sends `bodies` at a fixed rate (open loop), measuring each answer from its scheduled start.
+async fn open_loop(url: &str, bodies: Arc<Vec<(Vec<u8>, String)>>, per_second: f64) -> Load {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap_or_default();
+    let started = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(bodies.len());
+    for i in 0..bodies.len() {
+        let at = started + Duration::from_secs_f64(i as f64 / per_second);
+        let (client, bodies, url) = (client.clone(), bodies.clone(), url.to_owned());
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let (body, signature) = &bodies[i];
+            let ok = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("stripe-signature", signature)
+                .body(body.clone())
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            (at.elapsed().as_micros() as u64, ok)
+        }));
+    }
+    let mut load = Load { elapsed: Duration::ZERO, latencies_us: Vec::new(), errors: 0 };
+    for task in tasks {
+        if let Ok((latency, ok)) = task.await {
+            load.latencies_us.push(latency);
+            load.errors += usize::from(!ok);
+        }
+    }
+    load.elapsed = started.elapsed();
+    load.latencies_us.sort_unstable();
+    load
+}
+
+/// CPU ticks (user + system) and peak RSS (KiB) of a process.
+fn proc_stats(pid: u32) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some((ticks, hwm))
+}
+
+/// Pids of a process and its children (uvicorn workers).
+fn process_tree(pid: u32) -> Vec<u32> {
+    let mut pids = vec![pid];
+    if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+        for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+            pids.extend(process_tree(child));
+        }
+    }
+    pids
+}
+
+fn tree_stats(pid: u32) -> (u64, u64) {
+    process_tree(pid).into_iter().filter_map(proc_stats).fold((0, 0), |(t, r), (ticks, hwm)| (t + ticks, r + hwm))
+}
+
+const TICKS_PER_SECOND: f64 = 100.0;
+
+async fn measure_server(name: &str, url: &str, pid: u32, requests: usize, concurrency: usize) -> Measured {
+    let warm: Arc<Vec<_>> = Arc::new(
+        (0..500)
+            .map(|n| event(10_000_000 + n))
+            .map(|b| {
+                let s = signed(&b);
+                (b, s)
+            })
+            .collect(),
+    );
+    closed_loop(url, warm, concurrency).await;
+    let bodies: Arc<Vec<_>> = Arc::new(
+        (0..requests)
+            .map(event)
+            .map(|b| {
+                let s = signed(&b);
+                (b, s)
+            })
+            .collect(),
+    );
+    let (ticks_before, _) = tree_stats(pid);
+    let load = closed_loop(url, bodies, concurrency).await;
+    let (ticks_after, rss_kib) = tree_stats(pid);
+    Measured {
+        name: name.to_owned(),
+        requests,
+        concurrency,
+        per_second: requests as f64 / load.elapsed.as_secs_f64(),
+        p50_ms: percentile(&load.latencies_us, 0.50),
+        p99_ms: percentile(&load.latencies_us, 0.99),
+        cpu_us_per_request: Some((ticks_after - ticks_before) as f64 / TICKS_PER_SECOND * 1e6 / requests as f64),
+        peak_rss_mib: Some(rss_kib as f64 / 1024.0),
+        errors: load.errors,
+    }
+}
+
+async fn wait_http(url: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    for _ in 0..300 {
+        if client.get(url).send().await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("{url} did not answer")
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let broker = testbed::Broker::start()?;
+    let brokers = broker.bootstrap();
+    let registry = schemas::registry::RunningRegistry::start(&brokers, "_schemas", "127.0.0.1:0".parse()?).await?;
+    let dir = std::env::temp_dir().join(format!("bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("secret"), SECRET)?;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bridge_port = testbed::free_port()?;
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:{bridge_port}\"\n[kafka]\nbrokers = \"{brokers}\"\npartitions = 3\n[registry]\nurl = \"{}\"\n[catalog]\ndir = \"{}\"\n[sources.stripe]\nprovider = \"stripe\"\nsecrets_file = \"{}\"\nkey_pointer = \"/data/object/id\"\nversion_pointer = \"/api_version\"\n",
+        registry.url,
+        root.join("schemas/catalog").display(),
+        dir.join("secret").display()
+    );
+    std::fs::write(dir.join("bridge.toml"), &config)?;
+    let mut results = Vec::new();
+
+    // 1. The bridge.
+    eprintln!("▶ bridge: {} requests, {} connections", cli.requests, cli.concurrency);
+    let bridge = Killed(
+        Command::new(&cli.bridge)
+            .args(["--config"])
+            .arg(dir.join("bridge.toml"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", cli.bridge.display()))?,
+    );
+    let bridge_url = format!("http://127.0.0.1:{bridge_port}/webhooks/stripe");
+    wait_http(&format!("http://127.0.0.1:{bridge_port}/healthz")).await?;
+    let bridge_result = measure_server(
+        "bridge (verify+transcode+produce, acks=all)",
+        &bridge_url,
+        bridge.0.id(),
+        cli.requests,
+        cli.concurrency,
+    )
+    .await;
+    eprintln!("▶ bridge at half its peak rate ({:.0}/s)", bridge_result.per_second / 2.0);
+    let half_rate = bridge_result.per_second / 2.0;
+    let half_count = ((half_rate * 10.0) as usize).clamp(1000, cli.requests);
+    let bodies: Arc<Vec<_>> = Arc::new(
+        (0..half_count)
+            .map(|n| event(20_000_000 + n))
+            .map(|b| {
+                let s = signed(&b);
+                (b, s)
+            })
+            .collect(),
+    );
+    let half = open_loop(&bridge_url, bodies, half_rate).await;
+    results.push(bridge_result.clone());
+    results.push(Measured {
+        name: "bridge at half of peak (open loop)".into(),
+        requests: half_count,
+        concurrency: 0,
+        per_second: half_count as f64 / half.elapsed.as_secs_f64(),
+        p50_ms: percentile(&half.latencies_us, 0.5),
+        p99_ms: percentile(&half.latencies_us, 0.99),
+        errors: half.errors,
+        ..Default::default()
+    });
+    drop(bridge);
+
+    // 2. The Kafka limit: the bridge's own records, re-sent by a bare producer.
+    eprintln!("▶ Kafka limit: bare rdkafka producer");
+    let topic = "webhooks.stripe.payment_intent.succeeded";
+    let records = read_records(&brokers, topic, cli.requests)?;
+    schemas::topics::ensure_topic(&brokers, "bench.kafka-limit", 3, &[]).await?;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "2")
+        .create()?;
+    let started = Instant::now();
+    let sends = records.iter().map(|(key, value)| {
+        let producer = producer.clone();
+        async move {
+            let record = FutureRecord::to("bench.kafka-limit").key(key.as_slice()).payload(value.as_slice());
+            producer.send(record, Duration::from_secs(30)).await.is_ok()
+        }
+    });
+    let acked = futures::future::join_all(sends).await.into_iter().filter(|ok| *ok).count();
+    let elapsed = started.elapsed();
+    results.push(Measured {
+        name: "Kafka limit (bare producer, same records)".into(),
+        requests: records.len(),
+        per_second: records.len() as f64 / elapsed.as_secs_f64(),
+        errors: records.len() - acked,
+        ..Default::default()
+    });
+
+    // 3. The HTTP limit.
+    eprintln!("▶ HTTP limit: axum answering 200");
+    let http_port = testbed::free_port()?;
+    let server = Killed(
+        Command::new(std::env::current_exe()?)
+            .args(["--http-limit-server", &format!("127.0.0.1:{http_port}")])
+            .spawn()?,
+    );
+    let http_url = format!("http://127.0.0.1:{http_port}/webhooks/stripe");
+    wait_http(&http_url).await?;
+    results.push(
+        measure_server("HTTP limit (axum, answers 200)", &http_url, server.0.id(), cli.requests, cli.concurrency).await,
+    );
+    drop(server);
+
+    // 4. The do-it-yourself Python peer.
+    if let Some(python) = &cli.python {
+        eprintln!("▶ Python peer: Starlette + uvicorn (2 workers), fastavro, confluent-kafka");
+        match python_peer(python, &root, &dir, &brokers, &registry, cli.requests, cli.concurrency).await {
+            Ok(measured) => results.push(measured),
+            Err(error) => eprintln!("the Python peer could not be measured: {error:#}"),
+        }
+    }
+
+    print_table(&results, &cli);
+
+    // 5. The sync consumer.
+    eprintln!("▶ sync consumer: {} events into PostgreSQL", cli.consumer_events);
+    match consumer_bench(&brokers, &registry.url, topic, cli.consumer_events).await {
+        Ok((events, elapsed)) => println!(
+            "\nsync consumer: {events} events into PostgreSQL in {:.2} s = {:.0} events/s (batches of 500, one transaction each)",
+            elapsed.as_secs_f64(),
+            events as f64 / elapsed.as_secs_f64()
+        ),
+        Err(error) => println!("\nsync consumer: not measured ({error})"),
+    }
+    registry.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+async fn python_peer(
+    python: &std::path::Path,
+    root: &std::path::Path,
+    dir: &std::path::Path,
+    brokers: &str,
+    registry: &schemas::registry::RunningRegistry,
+    requests: usize,
+    concurrency: usize,
+) -> anyhow::Result<Measured> {
+    let subject = "webhooks.stripe.payment_intent.succeeded-value";
+    let latest = registry.registry.version(subject, schemas::registry::VersionSpec::Latest, false)?;
+    std::fs::write(dir.join("schema.avsc"), latest.schema.as_bytes())?;
+    schemas::topics::ensure_topic(brokers, "bench.peer", 3, &[]).await?;
+    let peer_port = testbed::free_port()?;
+    let peer = Killed(
+        Command::new(python)
+            .args(["-m", "uvicorn", "peer:app", "--workers", "2", "--log-level", "warning", "--host", "127.0.0.1"])
+            .args(["--port", &peer_port.to_string()])
+            .current_dir(root.join("bench"))
+            .env("PEER_BROKERS", brokers)
+            .env("PEER_TOPIC", "bench.peer")
+            .env("PEER_SCHEMA", dir.join("schema.avsc"))
+            .env("PEER_SCHEMA_ID", latest.id.to_string())
+            .env("PEER_SECRET", SECRET)
+            .spawn()?,
+    );
+    let peer_url = format!("http://127.0.0.1:{peer_port}/webhooks/stripe");
+    wait_http(&peer_url).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(measure_server(
+        "Python peer (Starlette, fastavro, confluent-kafka)",
+        &peer_url,
+        peer.0.id(),
+        requests,
+        concurrency,
+    )
+    .await)
+}
+
+fn read_records(brokers: &str, topic: &str, max: usize) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", "bench").create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
+    let partitions = metadata.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        assignment.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let mut out = Vec::new();
+    while out.len() < max {
+        match consumer.poll(Duration::from_secs(2)) {
+            Some(Ok(m)) => out.push((m.key().unwrap_or_default().to_vec(), m.payload().unwrap_or_default().to_vec())),
+            _ => break,
+        }
+    }
+    Ok(out)
+}
+
+async fn consumer_bench(
+    brokers: &str,
+    registry: &str,
+    topic: &str,
+    events: usize,
+) -> anyhow::Result<(usize, Duration)> {
+    let name = format!("bench_{}", std::process::id());
+    let admin = "postgres://postgres@127.0.0.1:5432/postgres";
+    let pool = sqlx::PgPool::connect(admin).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await?;
+    let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+    let result = async {
+        let records = read_records(brokers, topic, events)?;
+        let events = records.len();
+        let config = consumers::config::Config::from_toml(&format!(
+            "[kafka]\nbrokers = \"{brokers}\"\ntopic_pattern = \"^{}$\"\n[registry]\nurl = \"{registry}\"\n[postgres]\nurl = \"{url}\"\n",
+            topic.replace('.', "\\\\.")
+        ))?;
+        let db = consumers::runner::connect(&url).await?;
+        let started = Instant::now();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runner = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                consumers::runner::run(&config, &db, &consumers::sync::Sync, async {
+                    let _ = stopped.await;
+                })
+                .await
+            })
+        };
+        loop {
+            let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM webhook_events").fetch_one(&db).await?;
+            if n as usize >= events {
+                break;
+            }
+            anyhow::ensure!(started.elapsed() < Duration::from_secs(300), "only {n} of {events} after 300 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let elapsed = started.elapsed();
+        let _ = stop.send(());
+        let _ = runner.await;
+        db.close().await;
+        anyhow::Ok((events, elapsed))
+    }
+    .await;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&pool).await?;
+    result
+}
+
+fn print_table(results: &[Measured], cli: &Cli) {
+    println!(
+        "\nmachine: {} cores, {}; load generator on the same machine",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        os()
+    );
+    println!(
+        "{:<52} {:>8} {:>5} {:>9} {:>8} {:>8} {:>11} {:>9} {:>6}",
+        "scenario", "requests", "conc", "per s", "p50 ms", "p99 ms", "CPU µs/req", "RSS MiB", "errors"
+    );
+    for r in results {
+        let opt = |v: Option<f64>, digits: usize| v.map(|v| format!("{v:.digits$}")).unwrap_or_else(|| "-".into());
+        let ms = |v: f64| if v == 0.0 { "-".to_owned() } else { format!("{v:.2}") };
+        println!(
+            "{:<52} {:>8} {:>5} {:>9.0} {:>8} {:>8} {:>11} {:>9} {:>6}",
+            r.name,
+            r.requests,
+            if r.concurrency == 0 { "-".to_owned() } else { r.concurrency.to_string() },
+            r.per_second,
+            ms(r.p50_ms),
+            ms(r.p99_ms),
+            opt(r.cpu_us_per_request, 1),
+            opt(r.peak_rss_mib, 1),
+            r.errors
+        );
+    }
+    let find = |prefix: &str| results.iter().find(|r| r.name.starts_with(prefix)).map(|r| r.per_second);
+    let bridge = find("bridge (").unwrap_or(0.0);
+    println!();
+    for (label, other) in
+        [("Kafka limit", find("Kafka")), ("HTTP limit", find("HTTP")), ("Python peer", find("Python"))]
+    {
+        match other {
+            Some(other) if other > 0.0 => println!("bridge / {label}: {:.2}", bridge / other),
+            _ => println!("bridge / {label}: not measured"),
+        }
+    }
+    let limit = find("Kafka").unwrap_or(f64::MAX).min(find("HTTP").unwrap_or(f64::MAX));
+    let b = results.iter().find(|r| r.name.starts_with("bridge (")).cloned().unwrap_or_default();
+    let half = results.iter().find(|r| r.name.starts_with("bridge at half")).cloned().unwrap_or_default();
+    println!("\ntargets (issue 7):");
+    println!(
+        "  throughput ≥ 0.8 × min(Kafka, HTTP) limit: {:.0}/s vs {:.0}/s → {}",
+        bridge,
+        0.8 * limit,
+        verdict(bridge >= 0.8 * limit)
+    );
+    if let Some(peer) = find("Python") {
+        println!("  ≥ 5 × the Python peer: {:.1}× → {}", bridge / peer, verdict(bridge >= 5.0 * peer));
+    }
+    let cpu = b.cpu_us_per_request.unwrap_or(f64::MAX);
+    println!("  ≤ 20 µs CPU per webhook: {cpu:.1} µs → {}", verdict(cpu <= 20.0));
+    println!("  p99 ≤ 10 ms at half of peak: {:.2} ms → {}", half.p99_ms, verdict(half.p99_ms <= 10.0));
+    let rss = b.peak_rss_mib.unwrap_or(f64::MAX);
+    println!("  peak RSS ≤ 64 MiB: {rss:.1} MiB → {}", verdict(rss <= 64.0));
+    println!("(requests per run: {}, connections: {})", cli.requests, cli.concurrency);
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "NOT met" }
+}
+
+fn os() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
