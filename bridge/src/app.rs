@@ -171,15 +171,41 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    let source = app.sources.get(&source_name).ok_or_else(|| AppError::UnknownSource(source_name.clone()))?;
-    let received_at_ms = app.clock.now_ms();
-    let verified = source.verify_request(&uri, &headers, body, received_at_ms / 1000).map_err(|error| {
-        app.metrics.forged(&source.name, error.label());
-        tracing::warn!(source = %source.name, reason = %error, "webhook refused");
-        AppError::Forged(error)
-    })?;
-    let delivery = Delivery { source, headers: &headers, verified: &verified, received_at_ms, origin: "webhook" };
-    app.handle_verified(&delivery).await
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "POST /webhooks/{source}",
+        otel.kind = "server",
+        http.request.method = "POST",
+        http.route = "/webhooks/{source}",
+        url.path = %uri.path(),
+        http.response.status_code = tracing::field::Empty,
+        webhook.source = %source_name,
+        webhook.delivery_id = tracing::field::Empty,
+        webhook.outcome = tracing::field::Empty,
+    );
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    crate::telemetry::continue_trace(&span, header("traceparent").filter(|v| is_traceparent(v)), header("tracestate"));
+    let answer = async {
+        let source = app.sources.get(&source_name).ok_or_else(|| AppError::UnknownSource(source_name.clone()))?;
+        let received_at_ms = app.clock.now_ms();
+        let verified = tracing::info_span!("verify", webhook.provider = source.config.provider.catalog_name())
+            .in_scope(|| source.verify_request(&uri, &headers, body, received_at_ms / 1000))
+            .map_err(|error| {
+                app.metrics.forged(&source.name, error.label());
+                tracing::warn!(source = %source.name, reason = %error, "webhook refused");
+                AppError::Forged(error)
+            })?;
+        let delivery = Delivery { source, headers: &headers, verified: &verified, received_at_ms, origin: "webhook" };
+        app.handle_verified(&delivery).await
+    }
+    .instrument(span.clone())
+    .await;
+    let status = match &answer {
+        Ok(response) => response.status(),
+        Err(error) => error.status(),
+    };
+    span.record("http.response.status_code", status.as_u16());
+    answer
 }
 
 impl App {
@@ -256,6 +282,7 @@ impl App {
             Ok(described) => described,
             Err(reason) => return self.dead_letter(d, None, "describe", &reason).await,
         };
+        tracing::Span::current().record("webhook.delivery_id", described.delivery_id.as_str());
         let _in_flight = match self.deliveries.admit(&d.source.name, &described.delivery_id, d.received_at_ms) {
             Admission::New(mark) => Some(mark),
             // Replaying a dead letter: the earlier attempt is exactly what is being repaired.
@@ -281,7 +308,8 @@ impl App {
         } else {
             json
         };
-        let payload = match typed.transcoder.transcode(&payload_json) {
+        let transcoding = tracing::info_span!("transcode", webhook.schema_version = typed.version.version);
+        let payload = match transcoding.in_scope(|| typed.transcoder.transcode(&payload_json)) {
             Ok(payload) => payload,
             Err(error) => {
                 let reason =
@@ -333,18 +361,37 @@ impl App {
                 .collect(),
             raw: d.source.config.keep_raw.then(|| String::from_utf8_lossy(body).into_owned()),
         };
-        let avro = match schemas::wire::encode_avro(&typed.version.envelope, envelope_value(&envelope, payload)) {
+        let avro = match transcoding
+            .in_scope(|| schemas::wire::encode_avro(&typed.version.envelope, envelope_value(&envelope, payload)))
+        {
             Ok(avro) => avro,
             Err(error) => return self.dead_letter(d, Some(&described), "encode", &error.to_string()).await,
         };
         let record = schemas::wire::frame(schema_id, &avro);
-        let mut headers = record_headers(d, &described, &typed, schema_id);
+        let producing = tracing::info_span!(
+            "produce",
+            otel.kind = "producer",
+            messaging.system = "kafka",
+            messaging.operation.type = "send",
+            messaging.destination.name = %topic,
+            messaging.message.id = %described.delivery_id,
+            messaging.kafka.destination.partition = tracing::field::Empty,
+            messaging.kafka.offset = tracing::field::Empty,
+        );
+        let traceparent = crate::telemetry::traceparent_of(&producing);
+        let mut headers = record_headers(d, &described, &typed, schema_id, traceparent);
         if unauthenticated_payload {
             // Mailgun signs a token, not the payload: say so to every consumer.
             headers = headers.insert(Header { key: "payload_authenticated", value: Some("false") });
         }
-        let produced =
-            self.produce(&topic, described.key.as_deref().map(str::as_bytes), &record, headers, &d.source.name).await?;
+        let produced = {
+            use tracing::Instrument;
+            self.produce(&topic, described.key.as_deref().map(str::as_bytes), &record, headers, &d.source.name)
+                .instrument(producing.clone())
+                .await?
+        };
+        producing.record("messaging.kafka.destination.partition", produced.partition);
+        producing.record("messaging.kafka.offset", produced.offset);
         self.deliveries.record(
             &self.sink,
             DeliveryRecord {
@@ -478,17 +525,22 @@ fn event_dir(version: &CatalogVersion) -> String {
 }
 
 /// The CloudEvents Kafka binary-binding headers, trace context and ids.
-fn record_headers(d: &Delivery<'_>, described: &Described, typed: &Typed, schema_id: u32) -> OwnedHeaders {
+fn record_headers(
+    d: &Delivery<'_>,
+    described: &Described,
+    typed: &Typed,
+    schema_id: u32,
+    traced: Option<String>,
+) -> OwnedHeaders {
     let time_ms = described.occurred_at_ms.unwrap_or(d.received_at_ms);
     let time = chrono::DateTime::from_timestamp_millis(time_ms)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let traceparent = d
-        .headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| is_traceparent(v))
-        .map(str::to_owned)
+    // The produce span's context when tracing exports; else the caller's, else a new one.
+    let traceparent = traced
+        .or_else(|| {
+            d.headers.get("traceparent").and_then(|v| v.to_str().ok()).filter(|v| is_traceparent(v)).map(str::to_owned)
+        })
         .unwrap_or_else(new_traceparent);
     let ce_source = format!("/webhooks/{}", d.source.name);
     let ce_type = format!("{}.{}", d.source.config.provider.catalog_name(), described.event_type);

@@ -23,13 +23,25 @@ pub enum AppError {
     InFlight(String),
 }
 
+impl AppError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::UnknownSource(_) => StatusCode::NOT_FOUND,
+            Self::Forged(_) => StatusCode::UNAUTHORIZED,
+            Self::Unavailable(..) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InFlight(_) => StatusCode::CONFLICT,
+        }
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let (status, retry_after) = match &self {
-            Self::UnknownSource(_) => (StatusCode::NOT_FOUND, None),
-            Self::Forged(_) => (StatusCode::UNAUTHORIZED, None),
-            Self::Unavailable(_, secs) => (StatusCode::SERVICE_UNAVAILABLE, Some(*secs)),
-            Self::InFlight(_) => (StatusCode::CONFLICT, Some(1)),
+        let status = self.status();
+        let retry_after = match &self {
+            Self::Unavailable(_, secs) => Some(*secs),
+            Self::InFlight(_) => Some(1),
+            _ => None,
         };
         let reason = match &self {
             Self::Forged(reason) => reason.to_string(),

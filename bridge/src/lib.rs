@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod replay;
 pub mod schema_ids;
 pub mod sink;
+pub mod telemetry;
 pub mod verify;
 
 use anyhow::Context;

@@ -13,11 +13,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rdkafka=warn".into()),
-        )
-        .init();
+    let _telemetry = bridge::telemetry::init("webhook-bridge")?;
     let cli = Cli::parse();
     let config = bridge::config::Config::load(&cli.config)?;
     let application = bridge::Application::build(config).await?;

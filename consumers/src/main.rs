@@ -36,13 +36,14 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,rdkafka=warn,sqlx=warn".into()),
-        )
-        .init();
     let cli = Cli::parse();
+    let service = match cli.command {
+        Command::Sync => "webhook-sync",
+        Command::Analytics => "webhook-analytics",
+        Command::Report { .. } => "webhook-report",
+        Command::Reconcile { .. } => "webhook-reconcile",
+    };
+    let _telemetry = bridge::telemetry::init(service)?;
     let config = Config::load(&cli.config)?;
     let pool = consumers::runner::connect(&config.postgres.url).await?;
     match cli.command {

@@ -177,7 +177,22 @@ async fn apply_batch<E: Effect>(
     let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
     for message in batch {
         match decoder.decode(message).await {
-            Ok(record) => effect.apply(&mut tx, &record).await?,
+            Ok(record) => {
+                use tracing::Instrument;
+                let span = tracing::info_span!(
+                    "process",
+                    otel.kind = "consumer",
+                    messaging.system = "kafka",
+                    messaging.operation.type = "process",
+                    messaging.consumer.group.name = effect.name(),
+                    messaging.destination.name = %record.topic,
+                    messaging.kafka.destination.partition = record.partition,
+                    messaging.kafka.offset = record.offset,
+                    messaging.message.id = record.text("/delivery_id").unwrap_or_default(),
+                );
+                bridge::telemetry::continue_trace(&span, record.traceparent.as_deref(), None);
+                effect.apply(&mut tx, &record).instrument(span).await?
+            }
             Err(DecodeError::Unavailable(reason)) => anyhow::bail!("{reason}"),
             Err(DecodeError::Undecodable(reason)) => {
                 dead_letters.send(message, effect.name(), &reason).await?;
