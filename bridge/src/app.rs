@@ -111,6 +111,8 @@ pub struct App {
     pub metrics: Metrics,
     /// The clock.
     pub clock: Clock,
+    /// The admin endpoints' bearer token; `None` disables them.
+    pub admin_token: Option<crate::config::Secret>,
 }
 
 /// The routes.
@@ -121,8 +123,61 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(|State(app): State<Arc<App>>| async move { app.metrics.render() }))
+        .route("/admin/deliveries/{source}/{delivery_id}", get(lookup_delivery))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(app)
+}
+
+/// `GET /admin/deliveries/{source}/{delivery_id}` (bearer token): what the
+/// bridge did with one delivery.
+async fn lookup_delivery(
+    State(app): State<Arc<App>>,
+    Path((source, delivery_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    use subtle::ConstantTimeEq;
+    let Some(token) = &app.admin_token else {
+        return (StatusCode::FORBIDDEN, axum::Json(json!({ "error": "admin endpoints are disabled; set server.admin_token_env or server.admin_token_file" }))).into_response();
+    };
+    let presented = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !bool::from(presented.as_bytes().ct_eq(token.expose().as_bytes())) || presented.is_empty() {
+        return (StatusCode::UNAUTHORIZED, axum::Json(json!({ "error": "a valid admin bearer token is required" })))
+            .into_response();
+    }
+    match app.deliveries.get(&source, &delivery_id) {
+        Some(record) => (StatusCode::OK, axum::Json(delivery_json(&record))).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({
+                "error": format!("no delivery {delivery_id} of source {source} within the dedup window"),
+                "hint": "refused (forged or stale) deliveries are counted in /metrics, never recorded by id",
+            })),
+        )
+            .into_response(),
+    }
+}
+
+/// A delivery record as shown to operators.
+pub fn delivery_json(record: &DeliveryRecord) -> Value {
+    json!({
+        "source": record.source,
+        "delivery_id": record.delivery_id,
+        "received_at": chrono::DateTime::from_timestamp_millis(record.received_at_ms).map(|t| t.to_rfc3339()),
+        "verification": "verified",
+        "outcome": record.outcome,
+        "origin": record.origin,
+        "event_type": record.event_type,
+        "schema_id": record.schema_id,
+        "schema_version": record.schema_version,
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "trace_id": record.trace_id,
+    })
 }
 
 async fn ready(State(app): State<Arc<App>>) -> Response {
@@ -182,9 +237,13 @@ async fn receive(
         webhook.source = %source_name,
         webhook.delivery_id = tracing::field::Empty,
         webhook.outcome = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
     );
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     crate::telemetry::continue_trace(&span, header("traceparent").filter(|v| is_traceparent(v)), header("tracestate"));
+    if let Some(trace_id) = crate::telemetry::trace_id_of(&span) {
+        span.record("trace_id", trace_id.as_str());
+    }
     let answer = async {
         let source = app.sources.get(&source_name).ok_or_else(|| AppError::UnknownSource(source_name.clone()))?;
         let received_at_ms = app.clock.now_ms();
@@ -224,7 +283,9 @@ impl App {
         let deliveries = DeliveryLog::open(&config.kafka.brokers, &config.kafka.deliveries_topic, window)
             .await
             .with_context(|| format!("opening the delivery log on {}", config.kafka.brokers))?;
+        let admin_token = config.server.admin_token()?;
         Ok(Arc::new(Self {
+            admin_token,
             typed: typed_schemas(&catalog),
             catalog,
             sources,
@@ -379,7 +440,7 @@ impl App {
             messaging.kafka.offset = tracing::field::Empty,
         );
         let traceparent = crate::telemetry::traceparent_of(&producing);
-        let mut headers = record_headers(d, &described, &typed, schema_id, traceparent);
+        let (mut headers, traceparent_sent) = record_headers(d, &described, &typed, schema_id, traceparent);
         if unauthenticated_payload {
             // Mailgun signs a token, not the payload: say so to every consumer.
             headers = headers.insert(Header { key: "payload_authenticated", value: Some("false") });
@@ -404,6 +465,9 @@ impl App {
                 offset: produced.offset,
                 event_type: Some(described.event_type.clone()),
                 schema_id: Some(schema_id),
+                schema_version: Some(typed.version.version),
+                trace_id: traceparent_trace_id(&traceparent_sent),
+                origin: Some(d.origin.to_owned()),
             },
         );
         self.metrics.delivery(&d.source.name, Outcome::Accepted);
@@ -495,6 +559,9 @@ impl App {
                 offset: produced.offset,
                 event_type: described.map(|x| x.event_type.clone()),
                 schema_id: None,
+                schema_version: None,
+                trace_id: crate::telemetry::trace_id_of(&tracing::Span::current()),
+                origin: Some(d.origin.to_owned()),
             },
         );
         self.metrics.delivery(&d.source.name, Outcome::DeadLettered);
@@ -531,7 +598,7 @@ fn record_headers(
     typed: &Typed,
     schema_id: u32,
     traced: Option<String>,
-) -> OwnedHeaders {
+) -> (OwnedHeaders, String) {
     let time_ms = described.occurred_at_ms.unwrap_or(d.received_at_ms);
     let time = chrono::DateTime::from_timestamp_millis(time_ms)
         .unwrap_or_default()
@@ -546,7 +613,7 @@ fn record_headers(
     let ce_type = format!("{}.{}", d.source.config.provider.catalog_name(), described.event_type);
     let version = typed.version.version.to_string();
     let schema_id = schema_id.to_string();
-    OwnedHeaders::new()
+    let headers = OwnedHeaders::new()
         .insert(Header { key: "ce_specversion", value: Some("1.0") })
         .insert(Header { key: "ce_id", value: Some(described.delivery_id.as_str()) })
         .insert(Header { key: "ce_source", value: Some(ce_source.as_str()) })
@@ -556,7 +623,13 @@ fn record_headers(
         .insert(Header { key: "traceparent", value: Some(traceparent.as_str()) })
         .insert(Header { key: "delivery_id", value: Some(described.delivery_id.as_str()) })
         .insert(Header { key: "schema_version", value: Some(version.as_str()) })
-        .insert(Header { key: "schema_id", value: Some(schema_id.as_str()) })
+        .insert(Header { key: "schema_id", value: Some(schema_id.as_str()) });
+    (headers, traceparent)
+}
+
+/// The trace id in a `traceparent`.
+fn traceparent_trace_id(traceparent: &str) -> Option<String> {
+    traceparent.split('-').nth(1).map(str::to_owned)
 }
 
 fn is_traceparent(value: &str) -> bool {

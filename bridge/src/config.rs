@@ -48,6 +48,11 @@ pub struct ServerConfig {
     pub ack_timeout_ms: u64,
     /// The `Retry-After` given with a 503, in seconds.
     pub retry_after_secs: u64,
+    /// Environment variable holding the bearer token of the admin endpoints
+    /// (`/admin/...`); without one they are disabled.
+    pub admin_token_env: Option<String>,
+    /// File holding the admin bearer token (instead of `admin_token_env`).
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -57,6 +62,8 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             ack_timeout_ms: 10_000,
             retry_after_secs: 5,
+            admin_token_env: None,
+            admin_token_file: None,
         }
     }
 }
@@ -412,6 +419,24 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+impl ServerConfig {
+    /// The admin token, if configured.
+    pub fn admin_token(&self) -> Result<Option<Secret>, ConfigError> {
+        let fail = |message: String| ConfigError::Value { field: "server.admin_token_env".into(), message };
+        if let Some(var) = &self.admin_token_env {
+            let token =
+                std::env::var(var).map_err(|_| fail(format!("{var} is not set; export the admin token there")))?;
+            return Ok(Some(Secret::new(token)));
+        }
+        if let Some(path) = &self.admin_token_file {
+            let token =
+                std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+            return Ok(Some(Secret::new(token.trim().to_owned())));
+        }
+        Ok(None)
     }
 }
 

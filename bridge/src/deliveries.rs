@@ -45,6 +45,15 @@ pub struct DeliveryRecord {
     /// The schema id, if encoded.
     #[serde(default)]
     pub schema_id: Option<u32>,
+    /// The catalog version of the schema, if encoded.
+    #[serde(default)]
+    pub schema_version: Option<u32>,
+    /// The trace the delivery was processed in.
+    #[serde(default)]
+    pub trace_id: Option<String>,
+    /// `webhook`, `reconciliation` or `replay`.
+    #[serde(default)]
+    pub origin: Option<String>,
 }
 
 impl DeliveryRecord {

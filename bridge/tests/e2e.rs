@@ -523,3 +523,32 @@ async fn more_providers_land_on_per_event_type_topics() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_endpoint_looks_up_a_delivery_behind_a_token() {
+    let stack = Stack::start().await;
+    let body = serde_json::to_vec(&sample("stripe/customer.created.json")).expect("json");
+    let (status, answer, _) = stack.post("stripe", &stripe_headers(&body, STRIPE_SECRET, now()), body).await;
+    assert_eq!(status, 200);
+    let url = format!("{}/admin/deliveries/stripe/evt_1QSample03", stack.url);
+    let client = reqwest::Client::new();
+    let anonymous = client.get(&url).send().await.expect("answer");
+    assert_eq!(anonymous.status().as_u16(), 401);
+    let wrong = client.get(&url).bearer_auth("guess").send().await.expect("answer");
+    assert_eq!(wrong.status().as_u16(), 401);
+    let found: serde_json::Value =
+        client.get(&url).bearer_auth(ADMIN_TOKEN).send().await.expect("answer").json().await.expect("json");
+    assert_eq!(found["outcome"], "produced");
+    assert_eq!(found["verification"], "verified");
+    assert_eq!(found["topic"], "webhooks.stripe.customer.created");
+    assert_eq!(found["offset"], answer["offset"]);
+    assert_eq!(found["schema_version"], 2);
+    assert!(found["received_at"].is_string());
+    let missing = client
+        .get(format!("{}/admin/deliveries/stripe/evt_nope", stack.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(missing.status().as_u16(), 404);
+}

@@ -15,6 +15,7 @@
 
 pub mod analytics;
 pub mod config;
+pub mod lookup;
 pub mod reconcile;
 pub mod record;
 pub mod runner;

@@ -26,6 +26,18 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         minutes: i64,
     },
+    /// Show one delivery: receipt, outcome, schema, topic, offset, trace id, and which consumers processed it.
+    Lookup {
+        /// The bridge source name.
+        #[arg(long)]
+        source: String,
+        /// The delivery id (the provider's event id for Stripe, the X-GitHub-Delivery for GitHub, …).
+        #[arg(long)]
+        delivery_id: String,
+        /// The bridge's delivery-log topic.
+        #[arg(long, default_value = "_bridge_deliveries")]
+        deliveries_topic: String,
+    },
     /// Poll providers' event APIs and push what the webhooks missed.
     Reconcile {
         /// Run one round and exit.
@@ -41,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Sync => "webhook-sync",
         Command::Analytics => "webhook-analytics",
         Command::Report { .. } => "webhook-report",
+        Command::Lookup { .. } => "webhook-lookup",
         Command::Reconcile { .. } => "webhook-reconcile",
     };
     let _telemetry = bridge::telemetry::init(service)?;
@@ -54,6 +67,17 @@ async fn main() -> anyhow::Result<()> {
         Command::Report { minutes } => {
             print!("{}", consumers::analytics::render(&consumers::analytics::report(&pool, minutes).await?));
             Ok(())
+        }
+        Command::Lookup { source, delivery_id, deliveries_topic } => {
+            match consumers::lookup::lookup(&config.kafka.brokers, &deliveries_topic, &pool, &source, &delivery_id)
+                .await?
+            {
+                Some(found) => {
+                    println!("{}", serde_json::to_string_pretty(&found)?);
+                    Ok(())
+                }
+                None => anyhow::bail!("no delivery {delivery_id} of source {source} in {deliveries_topic}"),
+            }
         }
         Command::Reconcile { once } => {
             let settings =

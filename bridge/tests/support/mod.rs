@@ -24,6 +24,7 @@ pub const SLACK_SECRET: &str = "slack-signing-secret";
 pub const TWILIO_SECRET: &str = "twilio-auth-token";
 pub const SVIX_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 pub const ACME_SECRET: &str = "acme-secret";
+pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
 pub const ZOOM_SECRET: &str = "zoom_secret_token_0123456789";
 pub const META_VERIFY_TOKEN: &str = "meatyhamhock";
 /// RFC 8032 section 7.1 TEST 1 key pair, as the shared Discord vectors use it.
@@ -70,6 +71,7 @@ listen = "127.0.0.1:0"
 ack_timeout_ms = 3000
 retry_after_secs = 7
 max_body_bytes = 65536
+admin_token_file = "{admin}"
 [kafka]
 brokers = "{brokers}"
 partitions = 2
@@ -135,6 +137,7 @@ tolerance_secs = 600
         twilio = secret("twilio", TWILIO_SECRET),
         svix = secret("svix", SVIX_SECRET),
         acme = secret("acme", ACME_SECRET),
+        admin = secret("admin-token", ADMIN_TOKEN),
         zoom = secret("zoom", ZOOM_SECRET),
         meta = secret("meta", "meta-app-secret"),
         meta_token = secret("meta-token", META_VERIFY_TOKEN),
