@@ -227,6 +227,7 @@ async fn receive(
     body: Bytes,
 ) -> Result<Response, AppError> {
     use tracing::Instrument;
+    let started = std::time::Instant::now();
     let span = tracing::info_span!(
         "POST /webhooks/{source}",
         otel.kind = "server",
@@ -263,6 +264,9 @@ async fn receive(
         Ok(response) => response.status(),
         Err(error) => error.status(),
     };
+    if app.sources.contains_key(&source_name) {
+        app.metrics.ack_latency.observe(&source_name, started.elapsed().as_secs_f64());
+    }
     span.record("http.response.status_code", status.as_u16());
     answer
 }
@@ -509,7 +513,10 @@ impl App {
             .await
             .map_err(|_| unavailable(SinkError::Timeout(deadline)))?
             .map_err(unavailable)?;
-        self.sink.produce(topic, key, record, headers, deadline).await.map_err(unavailable)
+        let started = std::time::Instant::now();
+        let produced = self.sink.produce(topic, key, record, headers, deadline).await.map_err(unavailable)?;
+        self.metrics.produce_latency.observe(topic, started.elapsed().as_secs_f64());
+        Ok(produced)
     }
 
     async fn dead_letter(

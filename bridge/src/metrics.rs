@@ -40,11 +40,54 @@ impl Outcome {
     }
 }
 
-/// The bridge's counters.
+/// Upper bounds of the latency buckets, in seconds.
+pub const LATENCY_BUCKETS: [f64; 14] =
+    [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// A Prometheus histogram per label value.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    series: Mutex<BTreeMap<String, (Vec<u64>, f64, u64)>>,
+}
+
+impl Histogram {
+    /// Records one observation (seconds) under `label`.
+    pub fn observe(&self, label: &str, seconds: f64) {
+        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let (buckets, sum, count) =
+            series.entry(label.to_owned()).or_insert_with(|| (vec![0; LATENCY_BUCKETS.len()], 0.0, 0));
+        for (bucket, bound) in buckets.iter_mut().zip(LATENCY_BUCKETS) {
+            if seconds <= bound {
+                *bucket += 1;
+            }
+        }
+        *sum += seconds;
+        *count += 1;
+    }
+
+    /// Appends the exposition of `name`, with `label_name` for the series.
+    pub fn render(&self, out: &mut String, name: &str, help: &str, label_name: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (label, (buckets, sum, count)) in self.series.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            for (bucket, bound) in buckets.iter().zip(LATENCY_BUCKETS) {
+                let _ = writeln!(out, "{name}_bucket{{{label_name}=\"{label}\",le=\"{bound}\"}} {bucket}");
+            }
+            let _ = writeln!(out, "{name}_bucket{{{label_name}=\"{label}\",le=\"+Inf\"}} {count}");
+            let _ = writeln!(out, "{name}_sum{{{label_name}=\"{label}\"}} {sum}");
+            let _ = writeln!(out, "{name}_count{{{label_name}=\"{label}\"}} {count}");
+        }
+    }
+}
+
+/// The bridge's counters and histograms.
 #[derive(Debug, Default)]
 pub struct Metrics {
     deliveries: Mutex<BTreeMap<(String, Outcome), u64>>,
     forged: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Receipt to answer, per source.
+    pub ack_latency: Histogram,
+    /// Produce to broker acknowledgement, per topic.
+    pub produce_latency: Histogram,
 }
 
 impl Metrics {
@@ -83,6 +126,36 @@ impl Metrics {
         for ((source, reason), n) in self.forged.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = writeln!(out, "bridge_forged_total{{source=\"{source}\",reason=\"{reason}\"}} {n}");
         }
+        self.ack_latency.render(
+            &mut out,
+            "bridge_ack_latency_seconds",
+            "From receipt of a webhook to the answer.",
+            "source",
+        );
+        self.produce_latency.render(
+            &mut out,
+            "bridge_produce_latency_seconds",
+            "From produce to the broker's acknowledgement.",
+            "topic",
+        );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_render_cumulative_buckets() {
+        let h = Histogram::default();
+        h.observe("stripe", 0.003);
+        h.observe("stripe", 0.2);
+        let mut out = String::new();
+        h.render(&mut out, "x_seconds", "help", "source");
+        assert!(out.contains("x_seconds_bucket{source=\"stripe\",le=\"0.002\"} 0"), "{out}");
+        assert!(out.contains("x_seconds_bucket{source=\"stripe\",le=\"0.005\"} 1"), "{out}");
+        assert!(out.contains("x_seconds_bucket{source=\"stripe\",le=\"0.25\"} 2"), "{out}");
+        assert!(out.contains("x_seconds_count{source=\"stripe\"} 2"), "{out}");
     }
 }

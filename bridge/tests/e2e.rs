@@ -56,6 +56,13 @@ async fn stripe_event_lands_typed_on_its_topic() {
     // The raw body keeps fields the schema does not have.
     assert!(string(field(&decoded, "raw")).contains("capture_method"));
     assert_eq!(stack.app().metrics.count("stripe", Outcome::Accepted), 1);
+    let metrics = reqwest::get(format!("{}/metrics", stack.url)).await.expect("scrape").text().await.expect("text");
+    assert!(metrics.contains(r#"bridge_deliveries_total{source="stripe",outcome="accepted"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"bridge_ack_latency_seconds_count{source="stripe"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"bridge_produce_latency_seconds_count{topic="webhooks.stripe.payment_intent.succeeded"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

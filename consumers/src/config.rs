@@ -83,7 +83,8 @@ impl Config {
 
     fn from_figment(figment: Figment) -> anyhow::Result<Self> {
         let config: Config = figment
-            .merge(Env::prefixed("CONSUMERS_").split("__"))
+            // CONSUMERS_METRICS_LISTEN is a command-line option's variable, not a config key.
+            .merge(Env::prefixed("CONSUMERS_").split("__").ignore(&["metrics_listen"]))
             .extract()
             .map_err(|error| anyhow::anyhow!("invalid consumers configuration: {error}"))?;
         regex::Regex::new(&config.kafka.topic_pattern)

@@ -10,6 +10,9 @@ struct Cli {
     /// The TOML config file (keys overridable as CONSUMERS_<SECTION>__<KEY>).
     #[arg(long, global = true, default_value = "consumers/consumers.example.toml")]
     config: PathBuf,
+    /// Serve Prometheus metrics at GET /metrics on this address (sync, analytics).
+    #[arg(long, global = true, env = "CONSUMERS_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     command: Command,
 }
@@ -60,10 +63,8 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::load(&cli.config)?;
     let pool = consumers::runner::connect(&config.postgres.url).await?;
     match cli.command {
-        Command::Sync => consumers::runner::run(&config, &pool, &consumers::sync::Sync, shutdown()).await,
-        Command::Analytics => {
-            consumers::runner::run(&config, &pool, &consumers::analytics::Analytics, shutdown()).await
-        }
+        Command::Sync => run_consumer(&config, &pool, &consumers::sync::Sync, cli.metrics_listen).await,
+        Command::Analytics => run_consumer(&config, &pool, &consumers::analytics::Analytics, cli.metrics_listen).await,
         Command::Report { minutes } => {
             print!("{}", consumers::analytics::render(&consumers::analytics::report(&pool, minutes).await?));
             Ok(())
@@ -96,6 +97,19 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn run_consumer<E: consumers::runner::Effect>(
+    config: &Config,
+    pool: &sqlx::PgPool,
+    effect: &E,
+    metrics_listen: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
+    let metrics = std::sync::Arc::new(consumers::runner::ConsumerMetrics::default());
+    if let Some(listen) = metrics_listen {
+        consumers::runner::serve_metrics(listen, effect.name(), metrics.clone()).await?;
+    }
+    consumers::runner::run_observed(config, pool, effect, &metrics, shutdown()).await
 }
 
 async fn shutdown() {

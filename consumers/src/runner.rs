@@ -51,11 +51,91 @@ pub async fn connect(url: &str) -> anyhow::Result<PgPool> {
     Ok(pool)
 }
 
+/// What a consumer exposes on `/metrics`.
+#[derive(Debug, Default)]
+pub struct ConsumerMetrics {
+    processed: std::sync::Mutex<BTreeMap<String, u64>>,
+    dead_lettered: std::sync::atomic::AtomicU64,
+    lag: std::sync::Mutex<BTreeMap<(String, i32), i64>>,
+    /// Per record: from the bridge's receipt to this consumer's commit.
+    pub end_to_end: bridge::metrics::Histogram,
+    /// Per batch: applying it and committing, divided by its records.
+    pub processing: bridge::metrics::Histogram,
+}
+
+impl ConsumerMetrics {
+    /// The Prometheus text exposition for consumer `name`.
+    pub fn render(&self, name: &str) -> String {
+        use std::fmt::Write;
+        let mut out = String::from(
+            "# HELP consumer_records_total Records applied, by topic.\n# TYPE consumer_records_total counter\n",
+        );
+        for (topic, n) in self.processed.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(out, "consumer_records_total{{consumer=\"{name}\",topic=\"{topic}\"}} {n}");
+        }
+        let dead = self.dead_lettered.load(std::sync::atomic::Ordering::Relaxed);
+        out.push_str("# HELP consumer_dead_lettered_total Undecodable records copied to the dead-letter topic.\n");
+        out.push_str("# TYPE consumer_dead_lettered_total counter\n");
+        let _ = writeln!(out, "consumer_dead_lettered_total{{consumer=\"{name}\"}} {dead}");
+        out.push_str("# HELP consumer_lag_records Records on the partition not yet applied.\n# TYPE consumer_lag_records gauge\n");
+        for ((topic, partition), lag) in self.lag.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(
+                out,
+                "consumer_lag_records{{consumer=\"{name}\",topic=\"{topic}\",partition=\"{partition}\"}} {lag}"
+            );
+        }
+        self.end_to_end.render(
+            &mut out,
+            "consumer_end_to_end_latency_seconds",
+            "From the bridge's receipt to this consumer's commit.",
+            "consumer",
+        );
+        self.processing.render(
+            &mut out,
+            "consumer_processing_seconds",
+            "Applying and committing, per record.",
+            "consumer",
+        );
+        out
+    }
+}
+
+/// Serves `metrics` at `GET /metrics` on `listen`, until the process ends.
+pub async fn serve_metrics(
+    listen: std::net::SocketAddr,
+    name: &'static str,
+    metrics: std::sync::Arc<ConsumerMetrics>,
+) -> anyhow::Result<()> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move { metrics.render(name) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(())
+}
+
 /// Runs `effect` until `stop` resolves.
 pub async fn run<E: Effect>(
     config: &Config,
     pool: &PgPool,
     effect: &E,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    run_observed(config, pool, effect, &ConsumerMetrics::default(), stop).await
+}
+
+/// Runs `effect` until `stop` resolves, recording into `metrics`.
+pub async fn run_observed<E: Effect>(
+    config: &Config,
+    pool: &PgPool,
+    effect: &E,
+    metrics: &ConsumerMetrics,
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let pattern = regex::Regex::new(&config.kafka.topic_pattern)?;
@@ -87,6 +167,7 @@ pub async fn run<E: Effect>(
                 );
                 assigned = partitions;
             }
+            record_lag(&consumer, pool, effect.name(), &assigned, metrics).await;
             last_refresh = Instant::now();
         }
         if assigned.is_empty() {
@@ -104,7 +185,22 @@ pub async fn run<E: Effect>(
         }
         let dead_letters =
             DeadLetters { producer: &producer, brokers: &config.kafka.brokers, topic: &config.kafka.dead_letter_topic };
-        if let Err(error) = apply_batch(pool, effect, &decoder, &dead_letters, &batch).await {
+        let started = Instant::now();
+        let applied = apply_batch(pool, effect, &decoder, &dead_letters, &batch).await;
+        if let Ok(outcome) = &applied {
+            let per_record = started.elapsed().as_secs_f64() / batch.len() as f64;
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            for received_ms in &outcome.received_at_ms {
+                metrics.end_to_end.observe(effect.name(), (now_ms - received_ms).max(0) as f64 / 1000.0);
+            }
+            let mut processed = metrics.processed.lock().unwrap_or_else(|e| e.into_inner());
+            for message in &batch {
+                metrics.processing.observe(effect.name(), per_record);
+                *processed.entry(message.topic().to_owned()).or_default() += 1;
+            }
+            metrics.dead_lettered.fetch_add(outcome.dead_lettered, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Err(error) = applied {
             tracing::warn!(consumer = effect.name(), %error, "batch rolled back; re-reading from the stored offsets");
             drop(batch);
             assign_from_database(&consumer, pool, effect.name(), &assigned).await?;
@@ -166,15 +262,52 @@ async fn next_batch(consumer: &StreamConsumer, max: usize) -> Vec<BorrowedMessag
     batch
 }
 
+/// What a committed batch did.
+struct BatchOutcome {
+    received_at_ms: Vec<i64>,
+    dead_lettered: u64,
+}
+
+/// Stores each assigned partition's lag: its high watermark minus the stored offset.
+async fn record_lag(
+    consumer: &StreamConsumer,
+    pool: &PgPool,
+    name: &str,
+    assigned: &[(String, i32)],
+    metrics: &ConsumerMetrics,
+) {
+    let Ok(stored) = sqlx::query_as::<_, (String, i32, i64)>(
+        r#"SELECT topic, "partition", next_offset FROM consumer_offsets WHERE consumer = $1"#,
+    )
+    .bind(name)
+    .fetch_all(pool)
+    .await
+    else {
+        return;
+    };
+    let stored: BTreeMap<(String, i32), i64> = stored.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
+    let mut lag = BTreeMap::new();
+    for (topic, partition) in assigned {
+        let watermarks =
+            tokio::task::block_in_place(|| consumer.fetch_watermarks(topic, *partition, Duration::from_secs(2)));
+        if let Ok((low, high)) = watermarks {
+            let next = stored.get(&(topic.clone(), *partition)).copied().unwrap_or(low);
+            lag.insert((topic.clone(), *partition), (high - next).max(0));
+        }
+    }
+    *metrics.lag.lock().unwrap_or_else(|e| e.into_inner()) = lag;
+}
+
 async fn apply_batch<E: Effect>(
     pool: &PgPool,
     effect: &E,
     decoder: &Decoder,
     dead_letters: &DeadLetters<'_>,
     batch: &[BorrowedMessage<'_>],
-) -> anyhow::Result<()> {
+) -> anyhow::Result<BatchOutcome> {
     let mut tx = pool.begin().await?;
     let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let mut outcome = BatchOutcome { received_at_ms: Vec::with_capacity(batch.len()), dead_lettered: 0 };
     for message in batch {
         match decoder.decode(message).await {
             Ok(record) => {
@@ -191,11 +324,13 @@ async fn apply_batch<E: Effect>(
                     messaging.message.id = record.text("/delivery_id").unwrap_or_default(),
                 );
                 bridge::telemetry::continue_trace(&span, record.traceparent.as_deref(), None);
-                effect.apply(&mut tx, &record).instrument(span).await?
+                effect.apply(&mut tx, &record).instrument(span).await?;
+                outcome.received_at_ms.extend(record.int("/received_at"));
             }
             Err(DecodeError::Unavailable(reason)) => anyhow::bail!("{reason}"),
             Err(DecodeError::Undecodable(reason)) => {
                 dead_letters.send(message, effect.name(), &reason).await?;
+                outcome.dead_lettered += 1;
                 tracing::warn!(consumer = effect.name(), topic = message.topic(), offset = message.offset(), %reason, "record dead-lettered");
             }
         }
@@ -214,7 +349,7 @@ async fn apply_batch<E: Effect>(
         .await?;
     }
     tx.commit().await?;
-    Ok(())
+    Ok(outcome)
 }
 
 struct DeadLetters<'a> {

@@ -124,8 +124,36 @@ async fn a_consumer_killed_mid_batch_and_restarted_yields_the_same_database() {
     let (at_kill,): (i64,) =
         sqlx::query_as("SELECT count(*) FROM webhook_events").fetch_one(&pool).await.expect("count");
     eprintln!("killed with {at_kill} of 400 events applied");
-    let mut child = spawn();
+    let metrics_port = testbed::free_port().expect("port");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_consumers"))
+        .args(["--config"])
+        .arg(&config_path)
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}"), "sync"])
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("consumer restarts");
     wait_for_count(&pool, "SELECT count(*) FROM webhook_events", 400, Duration::from_secs(60)).await;
+    // Its scrape endpoint shows the records it applied and no lag left.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let text = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("text");
+        let lag_lines: Vec<&str> = text.lines().filter(|l| l.starts_with("consumer_lag_records{")).collect();
+        if !lag_lines.is_empty() && lag_lines.iter().all(|l| l.ends_with(" 0")) {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "lag never reached 0:\n{text}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(
+        metrics.contains(r#"consumer_records_total{consumer="sync",topic="webhooks.stripe.payment_intent.succeeded"}"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"consumer_end_to_end_latency_seconds_count{consumer="sync"}"#), "{metrics}");
     child.kill().expect("kill");
     child.wait().expect("reaped");
 
