@@ -44,31 +44,40 @@ impl Outcome {
 pub const LATENCY_BUCKETS: [f64; 14] =
     [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
+/// One labelled series: cumulative bucket counts, sum, count.
+#[derive(Debug, Default)]
+struct Series {
+    buckets: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
 /// A Prometheus histogram per label value.
 #[derive(Debug, Default)]
 pub struct Histogram {
-    series: Mutex<BTreeMap<String, (Vec<u64>, f64, u64)>>,
+    series: Mutex<BTreeMap<String, Series>>,
 }
 
 impl Histogram {
     /// Records one observation (seconds) under `label`.
     pub fn observe(&self, label: &str, seconds: f64) {
         let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        let (buckets, sum, count) =
-            series.entry(label.to_owned()).or_insert_with(|| (vec![0; LATENCY_BUCKETS.len()], 0.0, 0));
-        for (bucket, bound) in buckets.iter_mut().zip(LATENCY_BUCKETS) {
+        let entry = series
+            .entry(label.to_owned())
+            .or_insert_with(|| Series { buckets: vec![0; LATENCY_BUCKETS.len()], ..Series::default() });
+        for (bucket, bound) in entry.buckets.iter_mut().zip(LATENCY_BUCKETS) {
             if seconds <= bound {
                 *bucket += 1;
             }
         }
-        *sum += seconds;
-        *count += 1;
+        entry.sum += seconds;
+        entry.count += 1;
     }
 
     /// Appends the exposition of `name`, with `label_name` for the series.
     pub fn render(&self, out: &mut String, name: &str, help: &str, label_name: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (label, (buckets, sum, count)) in self.series.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (label, Series { buckets, sum, count }) in self.series.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             for (bucket, bound) in buckets.iter().zip(LATENCY_BUCKETS) {
                 let _ = writeln!(out, "{name}_bucket{{{label_name}=\"{label}\",le=\"{bound}\"}} {bucket}");
             }
