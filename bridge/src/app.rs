@@ -113,6 +113,8 @@ pub struct App {
     pub clock: Clock,
     /// The admin endpoints' bearer token; `None` disables them.
     pub admin_token: Option<crate::config::Secret>,
+    /// Permits for deliveries in flight (`server.max_in_flight`).
+    pub in_flight: tokio::sync::Semaphore,
 }
 
 /// The routes.
@@ -247,6 +249,13 @@ async fn receive(
     }
     let answer = async {
         let source = app.sources.get(&source_name).ok_or_else(|| AppError::UnknownSource(source_name.clone()))?;
+        let Ok(_permit) = app.in_flight.try_acquire() else {
+            app.metrics.delivery(&source.name, Outcome::Overloaded);
+            return Err(AppError::Unavailable(
+                format!("{} deliveries are already in flight", app.config.server.max_in_flight),
+                app.config.server.retry_after_secs,
+            ));
+        };
         let received_at_ms = app.clock.now_ms();
         let verified = tracing::info_span!("verify", webhook.provider = source.config.provider.catalog_name())
             .in_scope(|| source.verify_request(&uri, &headers, body, received_at_ms / 1000))
@@ -289,6 +298,7 @@ impl App {
             .with_context(|| format!("opening the delivery log on {}", config.kafka.brokers))?;
         let admin_token = config.server.admin_token()?;
         Ok(Arc::new(Self {
+            in_flight: tokio::sync::Semaphore::new(config.server.max_in_flight.max(1)),
             admin_token,
             typed: typed_schemas(&catalog),
             catalog,

@@ -48,6 +48,9 @@ pub struct ServerConfig {
     pub ack_timeout_ms: u64,
     /// The `Retry-After` given with a 503, in seconds.
     pub retry_after_secs: u64,
+    /// Most deliveries processed at once; beyond it the answer is 503 at
+    /// once (back-pressure), so memory stays bounded under overload.
+    pub max_in_flight: usize,
     /// Environment variable holding the bearer token of the admin endpoints
     /// (`/admin/...`); without one they are disabled.
     pub admin_token_env: Option<String>,
@@ -62,6 +65,7 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             ack_timeout_ms: 10_000,
             retry_after_secs: 5,
+            max_in_flight: 1024,
             admin_token_env: None,
             admin_token_file: None,
         }

@@ -23,6 +23,8 @@ pub enum Outcome {
     Handshake,
     /// The same delivery was already in flight: answered 409.
     InFlight,
+    /// Too many deliveries in flight: answered 503 at once.
+    Overloaded,
 }
 
 impl Outcome {
@@ -36,6 +38,7 @@ impl Outcome {
             Self::RegistryUnavailable => "registry_unavailable",
             Self::Handshake => "handshake",
             Self::InFlight => "in_flight",
+            Self::Overloaded => "overloaded",
         }
     }
 }
