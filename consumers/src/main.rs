@@ -10,7 +10,7 @@ struct Cli {
     /// The TOML config file (keys overridable as CONSUMERS_<SECTION>__<KEY>).
     #[arg(long, global = true, default_value = "consumers/consumers.example.toml")]
     config: PathBuf,
-    /// Serve Prometheus metrics at GET /metrics on this address (sync, analytics).
+    /// Serve Prometheus metrics at GET /metrics on this address (sync, analytics, reconcile).
     #[arg(long, global = true, env = "CONSUMERS_METRICS_LISTEN")]
     metrics_listen: Option<std::net::SocketAddr>,
     #[command(subcommand)]
@@ -86,7 +86,21 @@ async fn main() -> anyhow::Result<()> {
             let mut bridge_config = bridge::config::Config::load(&settings.bridge_config)?;
             bridge_config.server.listen = "127.0.0.1:0".parse()?;
             let app = bridge::app::App::build(bridge_config, bridge::app::Clock::System).await?;
-            let reconciler = consumers::reconcile::Reconciler::new(settings, app.clone(), pool);
+            let reconciler = std::sync::Arc::new(consumers::reconcile::Reconciler::new(settings, app.clone(), pool));
+            if let Some(listen) = cli.metrics_listen {
+                let reconciler = reconciler.clone();
+                let router = axum::Router::new().route(
+                    "/metrics",
+                    axum::routing::get(move || {
+                        let reconciler = reconciler.clone();
+                        async move { reconciler.render_metrics() }
+                    }),
+                );
+                let listener = tokio::net::TcpListener::bind(listen).await?;
+                tokio::spawn(async move {
+                    let _ = axum::serve(listener, router).await;
+                });
+            }
             if once {
                 let report = reconciler.round().await?;
                 println!("{report:?}");

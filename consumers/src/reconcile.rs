@@ -145,6 +145,7 @@ pub struct Reconciler {
     app: Arc<App>,
     pool: PgPool,
     http: reqwest::Client,
+    totals: std::sync::Mutex<(RoundReport, u64, u64)>,
 }
 
 const MAX_ATTEMPTS: u32 = 6;
@@ -153,7 +154,24 @@ impl Reconciler {
     /// A reconciler pushing into `app`, keeping cursors in `pool`.
     pub fn new(config: ReconcileConfig, app: Arc<App>, pool: PgPool) -> Self {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap_or_default();
-        Self { config, app, pool, http }
+        Self { config, app, pool, http, totals: std::sync::Mutex::default() }
+    }
+
+    /// Prometheus text: events fetched, recovered, duplicates and failures
+    /// over all rounds, and rounds run and failed.
+    pub fn render_metrics(&self) -> String {
+        let (totals, rounds, failed) = self.totals.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        format!(
+            "# HELP reconcile_events_total Events fetched from providers' APIs, by result.\n# TYPE reconcile_events_total counter\n\
+             reconcile_events_total{{result=\"recovered\"}} {}\nreconcile_events_total{{result=\"duplicate\"}} {}\n\
+             reconcile_events_total{{result=\"failed\"}} {}\n\
+             # HELP reconcile_rounds_total Polling rounds, by result.\n# TYPE reconcile_rounds_total counter\n\
+             reconcile_rounds_total{{result=\"ok\"}} {}\nreconcile_rounds_total{{result=\"failed\"}} {failed}\n",
+            totals.recovered,
+            totals.duplicates,
+            totals.failed,
+            rounds - failed
+        )
     }
 
     /// Polls until `stop`, every `interval_secs`.
@@ -173,6 +191,22 @@ impl Reconciler {
 
     /// One round over every poller.
     pub async fn round(&self) -> anyhow::Result<RoundReport> {
+        let outcome = self.round_inner().await;
+        let mut totals = self.totals.lock().unwrap_or_else(|e| e.into_inner());
+        totals.1 += 1;
+        match &outcome {
+            Ok(report) => {
+                totals.0.fetched += report.fetched;
+                totals.0.recovered += report.recovered;
+                totals.0.duplicates += report.duplicates;
+                totals.0.failed += report.failed;
+            }
+            Err(_) => totals.2 += 1,
+        }
+        outcome
+    }
+
+    async fn round_inner(&self) -> anyhow::Result<RoundReport> {
         let mut report = RoundReport::default();
         for poller in &self.config.stripe {
             self.stripe(poller, &mut report).await?;

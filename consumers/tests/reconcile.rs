@@ -131,6 +131,11 @@ next_cursor_pointer = "/next"
         "4 Stripe events (1 known) + 5 acme items"
     );
     assert!(stripe.lock().expect("lock").throttled_once, "the 429 was met and waited out");
+    assert!(
+        reconciler.render_metrics().contains("reconcile_events_total{result=\"recovered\"} 8"),
+        "{}",
+        reconciler.render_metrics()
+    );
 
     // The recovered events are on their topics, typed, marked as reconciled.
     let decoder = consumers::record::Decoder::new(&stack.registry.url);

@@ -233,6 +233,10 @@ async fn every_endpoint_and_error_code() {
     let (status, body) = c.delete("/subjects/other-value").await;
     assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, 40401));
 
+    let metrics = reqwest::get(format!("{}/metrics", registry.url)).await.expect("scrape").text().await.expect("text");
+    assert!(metrics.contains("registry_subjects 1\n"), "{metrics}");
+    assert!(metrics.contains("registry_versions 2\n"), "{metrics}");
+
     let (status, body) = c.get("/no/such/route").await;
     assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, 404));
     registry.stop();

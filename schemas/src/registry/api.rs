@@ -57,6 +57,7 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/config", get(get_global_config).put(put_global_config))
         .route("/config/{subject}", get(get_subject_config).put(put_subject_config).delete(delete_subject_config))
         .route("/mode", get(|| async { ok(json!({"mode": "READWRITE"})) }))
+        .route("/metrics", get(metrics))
         .fallback(|| async {
             confluent_json(StatusCode::NOT_FOUND, &json!({"error_code": 404, "message": "HTTP 404 Not Found"}))
         })
@@ -109,6 +110,20 @@ fn level_from(body: &Bytes) -> Result<CompatibilityLevel, RegistryError> {
         )?;
     name.parse()
         .map_err(|error: crate::compat::UnknownLevel| RegistryError::InvalidCompatibilityLevel(error.to_string()))
+}
+
+/// Prometheus text: what the registry holds and how often writes raced.
+async fn metrics(State(r): State<Arc<Registry>>) -> Response {
+    let (schemas, subjects, versions) = r.sizes();
+    let body = format!(
+        "# HELP registry_schemas Distinct schemas (ids) held.\n# TYPE registry_schemas gauge\nregistry_schemas {schemas}\n\
+         # HELP registry_subjects Subjects with at least one live version.\n# TYPE registry_subjects gauge\nregistry_subjects {subjects}\n\
+         # HELP registry_versions Live subject versions.\n# TYPE registry_versions gauge\nregistry_versions {versions}\n\
+         # HELP registry_write_races_lost_total Registrations retried after another instance's claim won.\n\
+         # TYPE registry_write_races_lost_total counter\nregistry_write_races_lost_total {}\n",
+        r.races_lost()
+    );
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 async fn list_subjects(State(r): State<Arc<Registry>>, Query(p): Params) -> Answer {

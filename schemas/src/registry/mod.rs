@@ -124,6 +124,13 @@ impl Registry {
         let _ = self.store.catch_up().await;
     }
 
+    /// Distinct schemas, subjects with live versions, and live versions.
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        let state = self.store.state();
+        let live: Vec<usize> = state.subjects.values().map(|s| s.live().count()).filter(|n| *n > 0).collect();
+        (state.schemas.len(), live.len(), live.iter().sum())
+    }
+
     /// How many registrations lost a race to another instance and were retried.
     pub fn races_lost(&self) -> u64 {
         self.races_lost.load(std::sync::atomic::Ordering::Relaxed)
