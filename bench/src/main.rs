@@ -121,6 +121,18 @@ fn percentile(sorted: &[u64], q: f64) -> f64 {
     sorted[index] as f64 / 1000.0
 }
 
+/// POSTs one signed webhook; true when answered 2xx.
+async fn post_signed(client: &reqwest::Client, url: &str, body: &[u8], signature: &str) -> bool {
+    client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("stripe-signature", signature)
+        .body(body.to_vec())
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
 /// Sends `bodies` to `url` from `concurrency` connections, as fast as answered.
 async fn closed_loop(url: &str, bodies: Arc<Vec<(Vec<u8>, String)>>, concurrency: usize) -> Load {
     let client = reqwest::Client::builder()
@@ -139,14 +151,7 @@ async fn closed_loop(url: &str, bodies: Arc<Vec<(Vec<u8>, String)>>, concurrency
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some((body, signature)) = bodies.get(i) else { break };
                 let sent = Instant::now();
-                let ok = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("stripe-signature", signature)
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
+                let ok = post_signed(&client, &url, body, signature).await;
                 latencies.push(sent.elapsed().as_micros() as u64);
                 errors += usize::from(!ok);
             }
@@ -176,14 +181,7 @@ async fn open_loop(url: &str, bodies: Arc<Vec<(Vec<u8>, String)>>, per_second: f
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(at).await;
             let (body, signature) = &bodies[i];
-            let ok = client
-                .post(&url)
-                .header("content-type", "application/json")
-                .header("stripe-signature", signature)
-                .body(body.clone())
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
+            let ok = post_signed(&client, &url, body, signature).await;
             (at.elapsed().as_micros() as u64, ok)
         }));
     }

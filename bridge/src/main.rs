@@ -17,21 +17,5 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = bridge::config::Config::load(&cli.config)?;
     let application = bridge::Application::build(config).await?;
-    application.run_until_stopped(shutdown_signal()).await
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutdown requested: finishing in-flight requests");
+    application.run_until_stopped(bridge::shutdown_signal()).await
 }

@@ -105,7 +105,7 @@ async fn main() -> anyhow::Result<()> {
                 let report = reconciler.round().await?;
                 println!("{report:?}");
             } else {
-                reconciler.run(shutdown()).await?;
+                reconciler.run(bridge::shutdown_signal()).await?;
             }
             app.sink.flush(std::time::Duration::from_secs(10));
             Ok(())
@@ -123,20 +123,5 @@ async fn run_consumer<E: consumers::runner::Effect>(
     if let Some(listen) = metrics_listen {
         consumers::runner::serve_metrics(listen, effect.name(), metrics.clone()).await?;
     }
-    consumers::runner::run_observed(config, pool, effect, &metrics, shutdown()).await
-}
-
-async fn shutdown() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    consumers::runner::run_observed(config, pool, effect, &metrics, bridge::shutdown_signal()).await
 }

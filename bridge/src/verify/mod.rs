@@ -234,6 +234,26 @@ pub fn prefixed_hex_mac(
     if mac_matches(algorithm, keys, &[inbound.body], &[signature]) { Ok(()) } else { Err(VerifyError::Mismatch) }
 }
 
+/// The `v0` basestring scheme Slack and Zoom share: `<sig header>: v0=<hex>`
+/// over `v0:{<timestamp header>}:{body}`, HMAC-SHA256, timestamp within
+/// `tolerance` seconds of now.
+pub fn v0_basestring(
+    inbound: &Inbound<'_>,
+    timestamp_header: &'static str,
+    signature_header: &'static str,
+    keys: &[Vec<u8>],
+    tolerance: i64,
+) -> Result<(), VerifyError> {
+    let timestamp = header(inbound.headers, timestamp_header)?;
+    let value = header(inbound.headers, signature_header)?;
+    let hex = value.strip_prefix("v0=").ok_or(VerifyError::NoSupportedSignature("v0"))?;
+    let signature = from_hex(hex).ok_or(VerifyError::Malformed(signature_header))?;
+    let ts: i64 = timestamp.parse().map_err(|_| VerifyError::Malformed(timestamp_header))?;
+    within_window(ts, inbound.now, tolerance)?;
+    let message = [b"v0:".as_slice(), timestamp.as_bytes(), b":", inbound.body];
+    if mac_matches(Algorithm::Sha256, keys, &message, &[signature]) { Ok(()) } else { Err(VerifyError::Mismatch) }
+}
+
 /// Secrets as HMAC keys: their UTF-8 bytes, used as given.
 pub fn utf8_keys(secrets: &[String]) -> Vec<Vec<u8>> {
     secrets.iter().map(|s| s.as_bytes().to_vec()).collect()

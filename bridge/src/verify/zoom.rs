@@ -2,7 +2,7 @@
 //! HMAC-SHA256 keyed with the app's secret token; Zoom documents no replay
 //! window, so the source's `tolerance_secs` (default 300) applies.
 
-use super::{Algorithm, Inbound, Verify, VerifyError, from_hex, header, mac_matches, utf8_keys, within_window};
+use super::{Algorithm, Inbound, Verify, VerifyError, utf8_keys, v0_basestring};
 
 /// The Zoom verifier.
 #[derive(Debug)]
@@ -27,17 +27,6 @@ impl Zoom {
 
 impl Verify for Zoom {
     fn verify(&self, inbound: &Inbound<'_>) -> Result<(), VerifyError> {
-        let timestamp = header(inbound.headers, "x-zm-request-timestamp")?;
-        let value = header(inbound.headers, "x-zm-signature")?;
-        let hex = value.strip_prefix("v0=").ok_or(VerifyError::NoSupportedSignature("v0"))?;
-        let signature = from_hex(hex).ok_or(VerifyError::Malformed("x-zm-signature"))?;
-        let ts: i64 = timestamp.parse().map_err(|_| VerifyError::Malformed("x-zm-request-timestamp"))?;
-        within_window(ts, inbound.now, self.tolerance)?;
-        let message = [b"v0:".as_slice(), timestamp.as_bytes(), b":", inbound.body];
-        if mac_matches(Algorithm::Sha256, &self.keys, &message, &[signature]) {
-            Ok(())
-        } else {
-            Err(VerifyError::Mismatch)
-        }
+        v0_basestring(inbound, "x-zm-request-timestamp", "x-zm-signature", &self.keys, self.tolerance)
     }
 }
