@@ -67,6 +67,38 @@ pub struct Source {
     pub generic: Arc<Typed>,
     /// Meta's subscription verify token.
     pub verify_token: Option<crate::config::Secret>,
+    /// The source's rate limit, if any.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A token bucket: `rate` tokens per second, at most `rate` banked.
+#[derive(Debug)]
+pub struct RateLimit {
+    rate: f64,
+    state: std::sync::Mutex<(f64, std::time::Instant)>,
+}
+
+impl RateLimit {
+    /// A bucket refilled at `per_second`, starting full.
+    pub fn new(per_second: u32) -> Self {
+        let rate = f64::from(per_second.max(1));
+        Self { rate, state: std::sync::Mutex::new((rate, std::time::Instant::now())) }
+    }
+
+    /// Takes a token if one is there.
+    pub fn try_take(&self) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        let (tokens, last) = *state;
+        let tokens = (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.rate);
+        if tokens >= 1.0 {
+            *state = (tokens - 1.0, now);
+            true
+        } else {
+            *state = (tokens, now);
+            false
+        }
+    }
 }
 
 /// A schema version ready to encode with.
@@ -126,7 +158,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(ready))
         .route("/metrics", get(|State(app): State<Arc<App>>| async move { app.metrics.render() }))
         .route("/admin/deliveries/{source}/{delivery_id}", get(lookup_delivery))
-        .layer(DefaultBodyLimit::max(limit))
+        // The webhook route enforces the limit itself (413 with a reason).
+        .layer(DefaultBodyLimit::max(limit.saturating_add(1)))
         .with_state(app)
 }
 
@@ -226,7 +259,7 @@ async fn receive(
     Path(source_name): Path<String>,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<Response, AppError> {
     use tracing::Instrument;
     let started = std::time::Instant::now();
@@ -249,6 +282,10 @@ async fn receive(
     }
     let answer = async {
         let source = app.sources.get(&source_name).ok_or_else(|| AppError::UnknownSource(source_name.clone()))?;
+        if source.rate_limit.as_ref().is_some_and(|limit| !limit.try_take()) {
+            app.metrics.delivery(&source.name, Outcome::RateLimited);
+            return Err(AppError::RateLimited(source.name.clone()));
+        }
         let Ok(_permit) = app.in_flight.try_acquire() else {
             app.metrics.delivery(&source.name, Outcome::Overloaded);
             return Err(AppError::Unavailable(
@@ -256,6 +293,7 @@ async fn receive(
                 app.config.server.retry_after_secs,
             ));
         };
+        let body = read_body(body, &app.config.server).await?;
         let received_at_ms = app.clock.now_ms();
         let verified = tracing::info_span!("verify", webhook.provider = source.config.provider.catalog_name())
             .in_scope(|| source.verify_request(&uri, &headers, body, received_at_ms / 1000))
@@ -278,6 +316,20 @@ async fn receive(
     }
     span.record("http.response.status_code", status.as_u16());
     answer
+}
+
+/// Reads the whole body within `server.body_timeout_ms` (slow clients get
+/// 408) and `server.max_body_bytes` (larger bodies get 413).
+async fn read_body(body: axum::body::Body, server: &crate::config::ServerConfig) -> Result<Bytes, AppError> {
+    let limit = server.max_body_bytes;
+    let deadline = Duration::from_millis(server.body_timeout_ms);
+    let limited = http_body_util::Limited::new(body, limit);
+    match tokio::time::timeout(deadline, http_body_util::BodyExt::collect(limited)).await {
+        Err(_) => Err(AppError::SlowBody(server.body_timeout_ms)),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(AppError::TooLarge(limit)),
+        Ok(Err(error)) => Err(AppError::UnreadableBody(error.to_string())),
+    }
 }
 
 impl App {
@@ -741,6 +793,7 @@ impl Source {
             catalog_source,
             generic: Arc::new(Typed::new(generic)),
             verify_token,
+            rate_limit: config.rate_limit_per_sec.map(RateLimit::new),
         })
     }
 }

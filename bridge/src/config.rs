@@ -44,6 +44,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Largest body accepted; larger ones are answered 413.
     pub max_body_bytes: usize,
+    /// How long a client may take to send its request body (slow clients
+    /// are answered 408 and disconnected).
+    pub body_timeout_ms: u64,
     /// How long to wait for the broker's acknowledgement before answering 503.
     pub ack_timeout_ms: u64,
     /// The `Retry-After` given with a 503, in seconds.
@@ -63,6 +66,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 1024 * 1024,
+            body_timeout_ms: 10_000,
             ack_timeout_ms: 10_000,
             retry_after_secs: 5,
             max_in_flight: 1024,
@@ -273,6 +277,11 @@ pub struct SourceConfig {
     /// Keep the raw JSON body in the envelope, so fields the schema lacks are not lost.
     #[serde(default = "default_true")]
     pub keep_raw: bool,
+    /// Most deliveries per second accepted from this source (a token bucket
+    /// with a burst of the same size); beyond it the answer is 429 with
+    /// `Retry-After`. `None`: unlimited.
+    #[serde(default)]
+    pub rate_limit_per_sec: Option<u32>,
     /// The public URL the provider calls (Twilio signs it).
     #[serde(default)]
     pub public_url: Option<String>,

@@ -18,6 +18,18 @@ pub enum AppError {
     /// Kafka or the registry is unavailable; the provider should retry.
     #[error("{0}; retry later")]
     Unavailable(String, u64),
+    /// The body is larger than `server.max_body_bytes`.
+    #[error("the body is larger than {0} bytes")]
+    TooLarge(usize),
+    /// The client did not send its body in time.
+    #[error("the request body did not arrive within {0} ms")]
+    SlowBody(u64),
+    /// The body could not be read.
+    #[error("the request body could not be read: {0}")]
+    UnreadableBody(String),
+    /// The source sends faster than its configured rate limit.
+    #[error("source '{0}' is over its rate limit; retry after the Retry-After seconds")]
+    RateLimited(String),
     /// The same delivery is being processed by another request.
     #[error("delivery {0} is being processed right now; retry shortly")]
     InFlight(String),
@@ -31,6 +43,10 @@ impl AppError {
             Self::Forged(_) => StatusCode::UNAUTHORIZED,
             Self::Unavailable(..) => StatusCode::SERVICE_UNAVAILABLE,
             Self::InFlight(_) => StatusCode::CONFLICT,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::SlowBody(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::UnreadableBody(_) => StatusCode::BAD_REQUEST,
         }
     }
 }
@@ -40,7 +56,7 @@ impl IntoResponse for AppError {
         let status = self.status();
         let retry_after = match &self {
             Self::Unavailable(_, secs) => Some(*secs),
-            Self::InFlight(_) => Some(1),
+            Self::InFlight(_) | Self::RateLimited(_) => Some(1),
             _ => None,
         };
         let reason = match &self {

@@ -25,6 +25,8 @@ pub enum Outcome {
     InFlight,
     /// Too many deliveries in flight: answered 503 at once.
     Overloaded,
+    /// Over the source's rate limit: answered 429.
+    RateLimited,
 }
 
 impl Outcome {
@@ -39,6 +41,7 @@ impl Outcome {
             Self::Handshake => "handshake",
             Self::InFlight => "in_flight",
             Self::Overloaded => "overloaded",
+            Self::RateLimited => "rate_limited",
         }
     }
 }

@@ -237,3 +237,57 @@ async fn overload_is_answered_503_at_once() {
     assert!(statuses.get(&200).copied().unwrap_or(0) > 0, "nothing got through: {statuses:?}");
     assert_eq!(statuses.len(), 2, "only 200 and 503: {statuses:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_over_its_rate_limit_is_answered_429() {
+    let stack = Stack::start().await;
+    let client = reqwest::Client::new();
+    // Ten at once: the bucket holds three.
+    let mut requests = Vec::new();
+    for n in 0..10 {
+        let body = stripe_body(&format!("evt_rate_{n}"));
+        let mut request = client.post(format!("{}/webhooks/limited", stack.url)).body(body.clone());
+        for (name, value) in stripe_headers(&body, STRIPE_SECRET, now()) {
+            request = request.header(name, value);
+        }
+        requests.push(tokio::spawn(async move {
+            let response = request.send().await.expect("answer");
+            let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            (response.status().as_u16(), retry_after)
+        }));
+    }
+    let mut statuses = Vec::new();
+    for request in requests {
+        let (status, retry_after) = request.await.expect("join");
+        if status == 429 {
+            assert_eq!(retry_after.as_deref(), Some("1"));
+        }
+        statuses.push(status);
+    }
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert!((5..=7).contains(&limited), "a burst of 3 then about 3/s: {statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count() + limited, 10, "{statuses:?}");
+    // Other sources are not affected.
+    let body = stripe_body("evt_unlimited");
+    let (status, _, _) = stack.post("stripe", &stripe_headers(&body, STRIPE_SECRET, now()), body).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_client_is_answered_408_and_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = Stack::start().await;
+    let address = stack.url.trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&address).await.expect("connect");
+    let request = format!(
+        "POST /webhooks/stripe HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"id\":"
+    );
+    socket.write_all(request.as_bytes()).await.expect("write");
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the bridge kept waiting for the slow body");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5), "answered after {:?}", started.elapsed());
+}

@@ -71,6 +71,7 @@ listen = "127.0.0.1:0"
 ack_timeout_ms = 3000
 retry_after_secs = 7
 max_body_bytes = 65536
+body_timeout_ms = 1000
 admin_token_file = "{admin}"
 [kafka]
 brokers = "{brokers}"
@@ -127,6 +128,10 @@ secrets_file = "{discord}"
 provider = "twitch"
 secrets_file = "{twitch}"
 tolerance_secs = 600
+[sources.limited]
+provider = "stripe"
+secrets_file = "{stripe}"
+rate_limit_per_sec = 3
 {extra}
 "#,
         catalog = catalog.display(),
