@@ -54,6 +54,9 @@ pub struct ServerConfig {
     /// Most deliveries processed at once; beyond it the answer is 503 at
     /// once (back-pressure), so memory stays bounded under overload.
     pub max_in_flight: usize,
+    /// Serve HTTPS (rustls) with this certificate and key; absent: plain HTTP
+    /// (e.g. behind a TLS-terminating proxy).
+    pub tls: Option<TlsConfig>,
     /// Environment variable holding the bearer token of the admin endpoints
     /// (`/admin/...`); without one they are disabled.
     pub admin_token_env: Option<String>,
@@ -70,10 +73,21 @@ impl Default for ServerConfig {
             ack_timeout_ms: 10_000,
             retry_after_secs: 5,
             max_in_flight: 1024,
+            tls: None,
             admin_token_env: None,
             admin_token_file: None,
         }
     }
+}
+
+/// HTTPS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
 }
 
 /// Kafka and topics.

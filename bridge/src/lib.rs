@@ -84,8 +84,32 @@ impl Application {
                 }
             })
         };
-        tracing::info!(listen = %self.local_addr(), sources = app.sources.len(), "bridge serving");
-        axum::serve(self.listener, app::router(app.clone())).with_graceful_shutdown(shutdown).await?;
+        tracing::info!(listen = %self.local_addr(), sources = app.sources.len(), tls = app.config.server.tls.is_some(), "bridge serving");
+        let router = app::router(app.clone());
+        match &app.config.server.tls {
+            None => axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await?,
+            Some(tls) => {
+                let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert_file, &tls.key_file)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "loading the TLS certificate {} and key {}",
+                            tls.cert_file.display(),
+                            tls.key_file.display()
+                        )
+                    })?;
+                let handle = axum_server::Handle::new();
+                let stopper = handle.clone();
+                tokio::spawn(async move {
+                    shutdown.await;
+                    stopper.graceful_shutdown(Some(Duration::from_secs(30)));
+                });
+                axum_server::from_tcp_rustls(self.listener.into_std()?, rustls)?
+                    .handle(handle)
+                    .serve(router.into_make_service())
+                    .await?;
+            }
+        }
         prune.abort();
         app.sink.flush(Duration::from_secs(10));
         tracing::info!("bridge stopped; producer flushed");

@@ -291,3 +291,32 @@ async fn a_slow_client_is_answered_408_and_cut_off() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(started.elapsed() < Duration::from_secs(5), "answered after {:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_serves_https_with_the_configured_certificate() {
+    let dir = std::env::temp_dir().join(format!("bridge-tls-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("certificate");
+    let cert_pem = certified.cert.pem();
+    std::fs::write(dir.join("cert.pem"), &cert_pem).expect("cert");
+    std::fs::write(dir.join("key.pem"), certified.signing_key.serialize_pem()).expect("key");
+    let extra = format!(
+        "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        dir.join("cert.pem").display(),
+        dir.join("key.pem").display()
+    );
+    let stack = Stack::start_with(&extra).await;
+    let https = stack.url.replace("http://", "https://");
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).expect("pem"))
+        .build()
+        .expect("client");
+    let body = stripe_body("evt_over_tls");
+    let mut request = client.post(format!("{https}/webhooks/stripe")).body(body.clone());
+    for (name, value) in stripe_headers(&body, STRIPE_SECRET, now()) {
+        request = request.header(name, value);
+    }
+    assert_eq!(request.send().await.expect("HTTPS answer").status().as_u16(), 200);
+    assert!(reqwest::get(format!("{}/healthz", stack.url)).await.is_err(), "plain HTTP is not served when TLS is on");
+    let _ = std::fs::remove_dir_all(&dir);
+}
