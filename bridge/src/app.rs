@@ -108,17 +108,20 @@ pub struct Typed {
     pub version: CatalogVersion,
     /// Its transcoder (payload schema).
     pub transcoder: Transcoder,
+    /// The envelope's encoder, resolved once.
+    pub encoder: schemas::wire::AvroEncoder,
     /// The registered schema's text.
     pub text: Arc<str>,
 }
 
 impl Typed {
-    fn new(version: CatalogVersion) -> Self {
-        Self {
+    fn new(version: CatalogVersion) -> Result<Self, apache_avro::Error> {
+        Ok(Self {
             transcoder: Transcoder::new(version.payload.clone()),
+            encoder: schemas::wire::AvroEncoder::new(version.envelope.clone())?,
             text: version.envelope_text.clone().into(),
             version,
-        }
+        })
     }
 }
 
@@ -352,7 +355,7 @@ impl App {
         Ok(Arc::new(Self {
             in_flight: tokio::sync::Semaphore::new(config.server.max_in_flight.max(1)),
             admin_token,
-            typed: typed_schemas(&catalog),
+            typed: typed_schemas(&catalog)?,
             catalog,
             sources,
             schema_ids: SchemaIds::new(schemas::client::RegistryClient::new(&config.registry.url)),
@@ -488,13 +491,12 @@ impl App {
                 .collect(),
             raw: d.source.config.keep_raw.then(|| String::from_utf8_lossy(body).into_owned()),
         };
-        let avro = match transcoding
-            .in_scope(|| schemas::wire::encode_avro(&typed.version.envelope, envelope_value(&envelope, payload)))
+        let record = match transcoding
+            .in_scope(|| typed.encoder.encode_framed(schema_id, &envelope_value(&envelope, payload)))
         {
-            Ok(avro) => avro,
+            Ok(record) => record,
             Err(error) => return self.dead_letter(d, Some(&described), "encode", &error.to_string()).await,
         };
-        let record = schemas::wire::frame(schema_id, &avro);
         let producing = tracing::info_span!(
             "produce",
             otel.kind = "producer",
@@ -791,7 +793,7 @@ impl Source {
             config: config.clone(),
             verifier,
             catalog_source,
-            generic: Arc::new(Typed::new(generic)),
+            generic: Arc::new(Typed::new(generic)?),
             verify_token,
             rate_limit: config.rate_limit_per_sec.map(RateLimit::new),
         })
@@ -799,15 +801,15 @@ impl Source {
 }
 
 /// Prepares every typed schema of the catalog for encoding.
-pub fn typed_schemas(catalog: &Catalog) -> HashMap<(String, String, u32), Arc<Typed>> {
+pub fn typed_schemas(catalog: &Catalog) -> anyhow::Result<HashMap<(String, String, u32), Arc<Typed>>> {
     let mut typed = HashMap::new();
     for event in catalog.events() {
         for version in &event.versions {
             typed.insert(
                 (event.source.clone(), event.event.clone(), version.version),
-                Arc::new(Typed::new(version.clone())),
+                Arc::new(Typed::new(version.clone())?),
             );
         }
     }
-    typed
+    Ok(typed)
 }
