@@ -334,6 +334,23 @@ impl Secret {
     pub fn new(value: String) -> Self {
         Self(value)
     }
+    /// A single secret from an environment variable (preferred) or a file
+    /// (trimmed); `None` when neither is configured. The error says which
+    /// variable or file failed and for `what`.
+    pub fn from_env_or_file(env: Option<&str>, file: Option<&Path>, what: &str) -> Result<Option<Self>, String> {
+        if let Some(var) = env {
+            return std::env::var(var)
+                .map(|v| Some(Self::new(v)))
+                .map_err(|_| format!("{var} (the {what}) is not set; export it"));
+        }
+        if let Some(path) = file {
+            return std::fs::read_to_string(path)
+                .map(|v| Some(Self::new(v.trim().to_owned())))
+                .map_err(|e| format!("cannot read the {what} from {}: {e}", path.display()));
+        }
+        Ok(None)
+    }
+
     /// The secret itself, for key derivation only.
     pub fn expose(&self) -> &str {
         &self.0
@@ -452,36 +469,20 @@ impl Config {
 impl ServerConfig {
     /// The admin token, if configured.
     pub fn admin_token(&self) -> Result<Option<Secret>, ConfigError> {
-        let fail = |message: String| ConfigError::Value { field: "server.admin_token_env".into(), message };
-        if let Some(var) = &self.admin_token_env {
-            let token =
-                std::env::var(var).map_err(|_| fail(format!("{var} is not set; export the admin token there")))?;
-            return Ok(Some(Secret::new(token)));
-        }
-        if let Some(path) = &self.admin_token_file {
-            let token =
-                std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
-            return Ok(Some(Secret::new(token.trim().to_owned())));
-        }
-        Ok(None)
+        Secret::from_env_or_file(self.admin_token_env.as_deref(), self.admin_token_file.as_deref(), "admin token")
+            .map_err(|message| ConfigError::Value { field: "server.admin_token_env".into(), message })
     }
 }
 
 impl SourceConfig {
     /// Meta's verify token, if configured.
     pub fn verify_token(&self, name: &str) -> Result<Option<Secret>, ConfigError> {
-        let fail = |message: String| ConfigError::Secrets { source_name: name.to_owned(), message };
-        if let Some(var) = &self.verify_token_env {
-            return std::env::var(var)
-                .map(|v| Some(Secret::new(v)))
-                .map_err(|_| fail(format!("{var} (verify_token_env) is not set")));
-        }
-        if let Some(path) = &self.verify_token_file {
-            return std::fs::read_to_string(path)
-                .map(|v| Some(Secret::new(v.trim().to_owned())))
-                .map_err(|e| fail(format!("cannot read verify_token_file {}: {e}", path.display())));
-        }
-        Ok(None)
+        Secret::from_env_or_file(
+            self.verify_token_env.as_deref(),
+            self.verify_token_file.as_deref(),
+            "Meta verify token",
+        )
+        .map_err(|message| ConfigError::Secrets { source_name: name.to_owned(), message })
     }
 
     /// Reads the source's secrets from its environment variable or file.

@@ -450,14 +450,10 @@ impl Reconciler {
 
 /// A credential from an environment variable or a file.
 fn credential(env: &Option<String>, file: &Option<std::path::PathBuf>, what: &str) -> anyhow::Result<String> {
-    match (env, file) {
-        (Some(var), _) => std::env::var(var).map_err(|_| anyhow::anyhow!("{var} (the {what}) is not set")),
-        (None, Some(path)) => Ok(std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read the {what} from {}: {e}", path.display()))?
-            .trim()
-            .to_owned()),
-        (None, None) => anyhow::bail!("set api_key_env/token_env or api_key_file/token_file for the {what}"),
-    }
+    bridge::config::Secret::from_env_or_file(env.as_deref(), file.as_deref(), what)
+        .map_err(|message| anyhow::anyhow!(message))?
+        .map(|secret| secret.expose().to_owned())
+        .ok_or_else(|| anyhow::anyhow!("set api_key_env/token_env or api_key_file/token_file for the {what}"))
 }
 
 fn id_text(value: &Value) -> String {
