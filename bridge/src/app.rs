@@ -480,15 +480,7 @@ impl App {
             received_at_ms: d.received_at_ms,
             occurred_at_ms: described.occurred_at_ms,
             origin: d.origin.into(),
-            headers: d
-                .source
-                .config
-                .headers
-                .iter()
-                .filter_map(|name| {
-                    d.headers.get(name.as_str()).and_then(|v| v.to_str().ok()).map(|v| (name.clone(), v.to_owned()))
-                })
-                .collect(),
+            headers: selected_headers,
             raw: d.source.config.keep_raw.then(|| String::from_utf8_lossy(body).into_owned()),
         };
         let record = match transcoding

@@ -524,6 +524,12 @@ async fn more_providers_land_on_per_event_type_topics() {
         let authenticated = header(record, "payload_authenticated");
         if provider == "mailgun" {
             assert_eq!(authenticated.as_deref(), Some("false"), "Mailgun's payload is not covered by its signature");
+            let Avro::Map(envelope_headers) = field(&decoded, "headers") else { panic!("headers map") };
+            assert_eq!(
+                envelope_headers.get("payload_authenticated"),
+                Some(&Avro::String("false".into())),
+                "the envelope says so too"
+            );
         } else {
             assert_eq!(authenticated, None);
         }
