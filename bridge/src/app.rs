@@ -125,6 +125,22 @@ impl Typed {
     }
 }
 
+/// What an internal ingest did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ingested {
+    /// Produced to its topic now.
+    Produced,
+    /// Already delivered within the dedup window.
+    Duplicate,
+    /// Dead-lettered, still unusable, or refused: the answer says why.
+    NotProduced {
+        /// The HTTP status the route would have answered.
+        status: StatusCode,
+        /// The answer's JSON body.
+        answer: Value,
+    },
+}
+
 /// Everything the handlers share.
 #[derive(Debug)]
 pub struct App {
@@ -384,6 +400,25 @@ impl App {
         self.handle_verified(&Delivery { source, headers, verified: &verified, received_at_ms, origin }).await
     }
 
+    /// [`App::ingest_internal`], with the answer read into what happened.
+    pub async fn ingest_internal_outcome(
+        &self,
+        source_name: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+        origin: &'static str,
+    ) -> Result<Ingested, AppError> {
+        let response = self.ingest_internal(source_name, headers, body, origin).await?;
+        let status = response.status();
+        let answer = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap_or_default();
+        let answer: Value = serde_json::from_slice(&answer).unwrap_or_default();
+        Ok(match (status, answer["status"].as_str()) {
+            (StatusCode::OK, Some("accepted")) => Ingested::Produced,
+            (StatusCode::OK, Some("duplicate")) => Ingested::Duplicate,
+            _ => Ingested::NotProduced { status, answer },
+        })
+    }
+
     async fn handle_verified(&self, d: &Delivery<'_>) -> Result<Response, AppError> {
         let body = d.verified.body();
         let json = match events::body_json(d.headers, body) {
@@ -583,10 +618,7 @@ impl App {
         reason: &str,
     ) -> Result<Response, AppError> {
         let body = d.verified.body();
-        let delivery_id = described.map(|x| x.delivery_id.clone()).unwrap_or_else(|| {
-            use sha2::Digest;
-            format!("sha256:{}", hex::encode(sha2::Sha256::digest(body)))
-        });
+        let delivery_id = described.map(|x| x.delivery_id.clone()).unwrap_or_else(|| events::body_digest_id(body));
         if d.origin == "replay" {
             // A replayed dead letter that still does not fit stays where it is.
             return Ok(accepted(

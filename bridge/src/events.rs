@@ -226,7 +226,7 @@ pub fn describe(config: &SourceConfig, headers: &HeaderMap, json: &Value, body: 
         .and_then(|h| header(headers, h))
         .or_else(|| config.delivery_id_pointer.as_deref().and_then(|p| text(json, p)))
         .or(delivery_id)
-        .unwrap_or_else(|| format!("sha256:{}", hex::encode(sha2::Sha256::digest(body))));
+        .unwrap_or_else(|| body_digest_id(body));
     let occurred_at_ms = config.occurred_at_pointer.as_deref().and_then(|p| millis(json, p)).or(occurred_at_ms);
     let selector = config
         .version_header
@@ -236,6 +236,12 @@ pub fn describe(config: &SourceConfig, headers: &HeaderMap, json: &Value, body: 
         .or(selector);
     let key = config.key_pointer.as_deref().and_then(|p| text(json, p));
     Ok(Described { event_type, delivery_id, occurred_at_ms, selector, key })
+}
+
+/// The delivery id of a body that carries none: its SHA-256, so a repeated
+/// body is still recognised.
+pub fn body_digest_id(body: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(body)))
 }
 
 /// The body as JSON: JSON bodies parsed, form bodies (Twilio) turned into an

@@ -6,7 +6,7 @@
 //! an earlier replay are recognised as duplicates, so a replay can be run
 //! again safely.
 
-use crate::app::App;
+use crate::app::{App, Ingested};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -94,17 +94,10 @@ pub async fn replay(app: &App, mut progress: impl FnMut(u64, u64)) -> anyhow::Re
             }
         }
         let body = Bytes::copy_from_slice(message.payload().unwrap_or_default());
-        match app.ingest_internal(&source, &headers, body, "replay").await {
-            Ok(response) => {
-                let status = response.status();
-                let answer = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap_or_default();
-                let outcome: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
-                match (status.as_u16(), outcome["status"].as_str()) {
-                    (200, Some("accepted")) => report.repaired += 1,
-                    (200, Some("duplicate")) => report.already_repaired += 1,
-                    _ => report.still_unusable += 1,
-                }
-            }
+        match app.ingest_internal_outcome(&source, &headers, body, "replay").await {
+            Ok(Ingested::Produced) => report.repaired += 1,
+            Ok(Ingested::Duplicate) => report.already_repaired += 1,
+            Ok(Ingested::NotProduced { .. }) => report.still_unusable += 1,
             Err(error) => {
                 tracing::warn!(%error, source, "replay refused");
                 report.still_unusable += 1;

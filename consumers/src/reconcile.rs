@@ -22,7 +22,7 @@
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use bridge::app::App;
+use bridge::app::{App, Ingested};
 use serde::Deserialize;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -293,22 +293,12 @@ impl Reconciler {
 
     async fn push(&self, source: &str, headers: HeaderMap, body: Vec<u8>, report: &mut RoundReport) {
         report.fetched += 1;
-        match self.app.ingest_internal(source, &headers, Bytes::from(body), "reconciliation").await {
-            Ok(response) => {
-                let status = response.status();
-                let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap_or_default();
-                let outcome = serde_json::from_slice::<Value>(&body)
-                    .ok()
-                    .and_then(|v| v.get("status").and_then(Value::as_str).map(str::to_owned))
-                    .unwrap_or_default();
-                match (status.as_u16(), outcome.as_str()) {
-                    (200, "accepted") => report.recovered += 1,
-                    (200, "duplicate") => report.duplicates += 1,
-                    _ => {
-                        report.failed += 1;
-                        tracing::warn!(source, %status, outcome, "a reconciled event was not produced");
-                    }
-                }
+        match self.app.ingest_internal_outcome(source, &headers, Bytes::from(body), "reconciliation").await {
+            Ok(Ingested::Produced) => report.recovered += 1,
+            Ok(Ingested::Duplicate) => report.duplicates += 1,
+            Ok(Ingested::NotProduced { status, answer }) => {
+                report.failed += 1;
+                tracing::warn!(source, %status, %answer, "a reconciled event was not produced");
             }
             Err(error) => {
                 report.failed += 1;
