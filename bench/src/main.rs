@@ -17,7 +17,6 @@
 use anyhow::Context;
 use clap::Parser;
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::path::PathBuf;
@@ -455,24 +454,11 @@ async fn python_peer(
 }
 
 fn read_records(brokers: &str, topic: &str, max: usize) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    use rdkafka::{Offset, TopicPartitionList};
-    let consumer: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", "bench").create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
-    let partitions = metadata.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..partitions as i32 {
-        assignment.add_partition_offset(topic, p, Offset::Beginning)?;
-    }
-    consumer.assign(&assignment)?;
-    let mut out = Vec::new();
-    while out.len() < max {
-        match consumer.poll(Duration::from_secs(2)) {
-            Some(Ok(m)) => out.push((m.key().unwrap_or_default().to_vec(), m.payload().unwrap_or_default().to_vec())),
-            _ => break,
-        }
-    }
-    Ok(out)
+    Ok(testbed::read_records(brokers, topic, max, Duration::from_secs(20))?
+        .into_iter()
+        .take(max)
+        .map(|m| (m.key().unwrap_or_default().to_vec(), m.payload().unwrap_or_default().to_vec()))
+        .collect())
 }
 
 async fn consumer_bench(

@@ -185,31 +185,9 @@ fn toml_config(text: &str) -> ReconcileConfig {
 }
 
 async fn read_all(stack: &Stack, topic: &str, count: usize) -> Vec<rdkafka::message::OwnedMessage> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-    let brokers = stack.broker.bootstrap();
-    let topic = topic.to_owned();
+    let (brokers, topic) = (stack.broker.bootstrap(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer =
-            ClientConfig::new().set("bootstrap.servers", &brokers).set("group.id", "t").create().expect("consumer");
-        let metadata = consumer.fetch_metadata(Some(&topic), std::time::Duration::from_secs(5)).expect("metadata");
-        let partitions = metadata.topics()[0].partitions().len();
-        let mut assignment = TopicPartitionList::new();
-        for p in 0..partitions as i32 {
-            assignment.add_partition_offset(&topic, p, Offset::Beginning).expect("assign");
-        }
-        consumer.assign(&assignment).expect("assign");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let mut out = Vec::new();
-        while out.len() < count && std::time::Instant::now() < deadline {
-            if let Some(Ok(m)) = consumer.poll(std::time::Duration::from_millis(200)) {
-                out.push(m.detach());
-            }
-        }
-        while let Some(Ok(m)) = consumer.poll(std::time::Duration::from_millis(300)) {
-            out.push(m.detach());
-        }
-        out
+        testbed::read_records(&brokers, &topic, count, std::time::Duration::from_secs(10)).expect("records")
     })
     .await
     .expect("join")

@@ -181,34 +181,7 @@ async fn a_consumer_killed_mid_batch_and_restarted_yields_the_same_database() {
 }
 
 fn bridge_records(stack: &Stack, topic: &str, count: usize) -> Vec<rdkafka::message::OwnedMessage> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", stack.broker.bootstrap())
-        .set("group.id", "test-reader")
-        .create()
-        .expect("consumer");
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let partitions = loop {
-        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).expect("metadata");
-        let n = metadata.topics().iter().find(|t| t.name() == topic).map(|t| t.partitions().len()).unwrap_or(0);
-        if n > 0 || std::time::Instant::now() > deadline {
-            break n;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..partitions as i32 {
-        assignment.add_partition_offset(topic, p, Offset::Beginning).expect("assign");
-    }
-    consumer.assign(&assignment).expect("assign");
-    let mut out = Vec::new();
-    while out.len() < count && std::time::Instant::now() < deadline {
-        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
-            out.push(message.detach());
-        }
-    }
-    out
+    testbed::read_records(&stack.broker.bootstrap(), topic, count, Duration::from_secs(15)).expect("records")
 }
 
 async fn copy_record(stack: &Stack, topic: &str, record: &rdkafka::message::OwnedMessage) {

@@ -13,6 +13,8 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::{Offset, TopicPartitionList};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -133,4 +135,43 @@ impl Drop for Broker {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Every record of `topic` (all partitions, from the beginning): waits up to
+/// `timeout` for the topic to exist and for `count` records, then returns
+/// those and any others already there.
+pub fn read_records(brokers: &str, topic: &str, count: usize, timeout: Duration) -> anyhow::Result<Vec<OwnedMessage>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "testbed-reader")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let deadline = Instant::now() + timeout;
+    let partitions = loop {
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
+        let n = metadata.topics().iter().find(|t| t.name() == topic).map(|t| t.partitions().len()).unwrap_or(0);
+        if n > 0 || Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    if partitions == 0 {
+        bail!("topic {topic} does not exist");
+    }
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        assignment.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let mut out = Vec::new();
+    while out.len() < count && Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            out.push(message.detach());
+        }
+    }
+    // Anything beyond `count` that is already there is returned too.
+    while let Some(Ok(message)) = consumer.poll(Duration::from_millis(300)) {
+        out.push(message.detach());
+    }
+    Ok(out)
 }

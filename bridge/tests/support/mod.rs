@@ -6,15 +6,15 @@
 
 use apache_avro::types::Value as Avro;
 use bridge::verify::{Algorithm, mac};
+use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use schema_registry_converter::async_impl::avro::AvroDecoder;
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use schemas::registry::RunningRegistry;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use testbed::Broker;
 
 pub const STRIPE_SECRET: &str = "whsec_test_stripe_secret_0123456789";
@@ -269,38 +269,7 @@ impl Drop for Stack {
 }
 
 pub fn read_records(brokers: &str, topic: &str, count: usize, timeout: Duration) -> Vec<OwnedMessage> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "e2e-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let deadline = Instant::now() + timeout;
-    let partitions = loop {
-        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).expect("metadata");
-        let n = metadata.topics().iter().find(|t| t.name() == topic).map(|t| t.partitions().len()).unwrap_or(0);
-        if n > 0 || Instant::now() > deadline {
-            break n;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(partitions > 0, "topic {topic} does not exist");
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..partitions as i32 {
-        assignment.add_partition_offset(topic, p, Offset::Beginning).expect("assign");
-    }
-    consumer.assign(&assignment).expect("assign");
-    let mut out = Vec::new();
-    while out.len() < count && Instant::now() < deadline {
-        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
-            out.push(message.detach());
-        }
-    }
-    // Anything beyond `count` that is already there is returned too.
-    while let Some(Ok(message)) = consumer.poll(Duration::from_millis(300)) {
-        out.push(message.detach());
-    }
-    out
+    testbed::read_records(brokers, topic, count, timeout).expect("records")
 }
 
 pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
