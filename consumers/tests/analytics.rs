@@ -4,7 +4,6 @@
 mod support;
 
 use consumers::analytics;
-use consumers::runner;
 use std::time::Duration;
 use support::*;
 
@@ -26,22 +25,7 @@ async fn per_minute_rollups_count_entities_amounts_and_latency() {
         let event = stripe_event(id, "payment_intent.succeeded", now - 3, object);
         assert_eq!(stack.ingest("stripe", &[], &event).await["status"], "accepted");
     }
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let consumer = {
-        let config = stack.consumer_config("");
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            runner::run(&config, &pool, &analytics::Analytics, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("analytics runs");
-        })
-    };
-    wait_for_count(&pool, "SELECT coalesce(sum(events), 0)::bigint FROM rollup_counts", 3, Duration::from_secs(20))
-        .await;
-    let _ = stop.send(());
-    consumer.await.expect("stops");
+    run_until(&stack, analytics::Analytics, &[("SELECT coalesce(sum(events), 0)::bigint FROM rollup_counts", 3)]).await;
 
     let rows = analytics::report(&pool, 60).await.expect("report");
     let row = rows.iter().find(|r| r.event_type == "payment_intent.succeeded").expect("a row for the event type");

@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::time::Duration;
 use support::*;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -17,28 +16,12 @@ async fn lookup_shows_where_a_delivery_went_and_who_processed_it() {
     );
     let answer = stack.ingest("stripe", &[], &event).await;
     assert_eq!(answer["status"], "accepted");
-    let pool = stack.pool().await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let consumer = {
-        let config = stack.consumer_config("");
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            consumers::runner::run(&config, &pool, &consumers::sync::Sync, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("sync runs");
-        })
-    };
-    wait_for_count(
-        &pool,
-        "SELECT count(*) FROM webhook_events WHERE delivery_id = 'evt_lookup'",
-        1,
-        Duration::from_secs(20),
+    run_until(
+        &stack,
+        consumers::sync::Sync,
+        &[("SELECT count(*) FROM webhook_events WHERE delivery_id = 'evt_lookup'", 1)],
     )
     .await;
-    let _ = stop.send(());
-    consumer.await.expect("stops");
 
     let config = stack.write_consumer_config("");
     let run = |id: &'static str| {

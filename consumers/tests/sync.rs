@@ -2,7 +2,6 @@
 
 mod support;
 
-use consumers::runner;
 use std::time::Duration;
 use support::*;
 
@@ -31,22 +30,12 @@ async fn events_once_entities_in_provider_order_and_bad_records_dead_lettered() 
         "accepted"
     );
 
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let consumer = {
-        let config = stack.consumer_config("");
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            runner::run(&config, &pool, &consumers::sync::Sync, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("sync runs");
-        })
-    };
-    wait_for_count(&pool, "SELECT count(*) FROM webhook_events", 3, Duration::from_secs(20)).await;
-    wait_for_count(&pool, "SELECT count(*) FROM orders", 1, Duration::from_secs(20)).await;
-    let _ = stop.send(());
-    consumer.await.expect("consumer stops");
+    run_until(
+        &stack,
+        consumers::sync::Sync,
+        &[("SELECT count(*) FROM webhook_events", 3), ("SELECT count(*) FROM orders", 1)],
+    )
+    .await;
 
     let (status, delivery): (String, String) =
         sqlx::query_as("SELECT status, delivery_id FROM payment_intents WHERE id = 'pi_1'")

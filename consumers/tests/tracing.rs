@@ -92,23 +92,8 @@ async fn one_trace_links_the_http_request_to_the_consumer() {
         .expect("answer");
     assert_eq!(response.status().as_u16(), 200);
 
-    let pool = stack.pool().await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let consumer = {
-        let config = stack.consumer_config("");
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            consumers::runner::run(&config, &pool, &consumers::sync::Sync, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("sync runs");
-        })
-    };
-    wait_for_count(&pool, "SELECT count(*) FROM payment_intents WHERE id = 'pi_traced'", 1, Duration::from_secs(20))
+    run_until(&stack, consumers::sync::Sync, &[("SELECT count(*) FROM payment_intents WHERE id = 'pi_traced'", 1)])
         .await;
-    let _ = stop.send(());
-    consumer.await.expect("stops");
 
     // Export and wait for the receiver to have every span of the trace.
     let find =

@@ -157,6 +157,29 @@ impl Drop for Stack {
     }
 }
 
+/// Runs `effect` (as its consumer would) until every `(query, expected)`
+/// holds, then stops it.
+pub async fn run_until<E: consumers::runner::Effect + 'static>(stack: &Stack, effect: E, until: &[(&str, i64)]) {
+    let pool = stack.pool().await;
+    let config = stack.consumer_config("");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let consumer = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            consumers::runner::run(&config, &pool, &effect, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("consumer runs");
+        })
+    };
+    for (query, expected) in until {
+        wait_for_count(&pool, query, *expected, Duration::from_secs(20)).await;
+    }
+    let _ = stop.send(());
+    consumer.await.expect("consumer stops");
+}
+
 /// Waits until `query` returns `expected`, or panics after `timeout`.
 pub async fn wait_for_count(pool: &sqlx::PgPool, query: &str, expected: i64, timeout: Duration) {
     let deadline = Instant::now() + timeout;
