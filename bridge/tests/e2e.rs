@@ -198,36 +198,26 @@ async fn twilio_form_webhook_is_verified_over_the_public_url() {
         ("content-type", "application/x-www-form-urlencoded".to_owned()),
         ("i-twilio-idempotency-token", "idem-1".to_owned()),
     ];
-    let response = reqwest::Client::new()
-        .post(format!("{}/webhooks/twilio?tenant=acme", stack.url))
-        .headers(
-            headers
-                .iter()
-                .map(|(k, v)| (reqwest::header::HeaderName::from_static(k), v.parse().expect("value")))
-                .collect(),
-        )
-        .body(body)
-        .send()
-        .await
-        .expect("answer");
+    let post = |tenant: &str| {
+        reqwest::Client::new()
+            .post(format!("{}/webhooks/twilio?tenant={tenant}", stack.url))
+            .headers(
+                headers
+                    .iter()
+                    .map(|(k, v)| (reqwest::header::HeaderName::from_static(k), v.parse().expect("value")))
+                    .collect(),
+            )
+            .body(body)
+            .send()
+    };
+    let response = post("acme").await.expect("answer");
     assert_eq!(response.status().as_u16(), 200, "{}", response.text().await.unwrap_or_default());
     let record = &stack.records("webhooks.twilio.message.received", 1)[0];
     let decoded = stack.decoder().decode(record.payload()).await.expect("decodes").value;
     assert_eq!(string(field(&decoded, "delivery_id")), "idem-1");
 
     // Signed for another tenant's URL: refused.
-    let response = reqwest::Client::new()
-        .post(format!("{}/webhooks/twilio?tenant=evil", stack.url))
-        .headers(
-            headers
-                .iter()
-                .map(|(k, v)| (reqwest::header::HeaderName::from_static(k), v.parse().expect("value")))
-                .collect(),
-        )
-        .body(body)
-        .send()
-        .await
-        .expect("answer");
+    let response = post("evil").await.expect("answer");
     assert_eq!(response.status().as_u16(), 401);
 }
 
