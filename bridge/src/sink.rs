@@ -52,7 +52,7 @@ impl std::fmt::Debug for KafkaSink {
 }
 
 impl KafkaSink {
-    /// A producer for `config`, records timing out after `ack_timeout`.
+    /// A producer for `config`; records stay queued for at least 5 minutes (or `ack_timeout`).
     pub fn new(config: &KafkaConfig, ack_timeout: Duration) -> Result<Self, SinkError> {
         let mut client = ClientConfig::new();
         client
@@ -61,7 +61,19 @@ impl KafkaSink {
             .set("acks", "all")
             .set("compression.type", &config.compression)
             .set("linger.ms", "2")
-            .set("message.timeout.ms", ack_timeout.as_millis().max(1000).to_string());
+            // After a broker outage, reconnect within a second of its return
+            // (librdkafka's default backs off up to 10 s).
+            .set("reconnect.backoff.max.ms", "1000")
+            // A record the HTTP answer gave up on (503 after ack_timeout)
+            // stays queued and is delivered once the broker is back, at
+            // worst a duplicate of the provider's retry. Timing it out
+            // instead would make librdkafka bump the idempotent producer's
+            // epoch locally, which tansu 0.6 refuses on every later
+            // produce; 5 minutes is librdkafka's own default.
+            .set("message.timeout.ms", ack_timeout.as_millis().max(300_000).to_string())
+            // Bounds what an outage can queue (librdkafka's default is 1 GiB);
+            // a full queue is answered 503 at the deadline like a silent broker.
+            .set("queue.buffering.max.kbytes", "32768");
         for (key, value) in &config.producer {
             client.set(key, value);
         }

@@ -5,6 +5,10 @@
 //! durability is under test. The broker process is killed when the
 //! [`Broker`] is dropped.
 //!
+//! [`Database`] gives a test a PostgreSQL database of its own on
+//! 127.0.0.1:5432 (trust auth), dropped afterwards. [`DurableStorage`] is
+//! the PostgreSQL a broker on durable storage keeps its topics in.
+//!
 //! The `tansu` binary is looked up in `$TANSU_BIN`, then on `PATH`, then in
 //! `~/.cargo/bin`; `scripts/install-tansu` installs it when it is missing.
 
@@ -16,7 +20,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Offset, TopicPartitionList};
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -57,8 +61,8 @@ impl Broker {
         Self::start_with_storage("memory://tansu/")
     }
 
-    /// Starts a broker with the given tansu storage URL
-    /// (`memory://tansu/`, `postgres://postgres@127.0.0.1/db`).
+    /// Starts a broker with the given tansu storage URL (`memory://tansu/`,
+    /// or a [`DurableStorage::url`] for durable storage).
     pub fn start_with_storage(storage: &str) -> anyhow::Result<Self> {
         let port = free_port()?;
         Self::start_on(port, storage)
@@ -72,7 +76,8 @@ impl Broker {
             .args(["--storage-engine", storage, "--cluster-id", "testbed"])
             .env("RUST_LOG", std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            // tansu logs to stdout: shown when TANSU_LOG asks for it.
+            .stdout(if std::env::var_os("TANSU_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
             .spawn()
             .context("starting tansu")?;
         let mut broker = Self { child, port, storage: storage.to_owned() };
@@ -174,4 +179,162 @@ pub fn read_records(brokers: &str, topic: &str, count: usize, timeout: Duration)
         out.push(message.detach());
     }
     Ok(out)
+}
+
+/// A PostgreSQL database of its own on 127.0.0.1:5432 (trust auth, user
+/// postgres), created through `psql` and dropped (with its connections) when
+/// this value is dropped.
+#[derive(Debug)]
+pub struct Database {
+    /// The database's name.
+    pub name: String,
+    /// `postgres://postgres@127.0.0.1:5432/<name>`.
+    pub url: String,
+}
+
+impl Database {
+    /// Creates an empty database named `<prefix>_<random>`.
+    pub fn create(prefix: &str) -> anyhow::Result<Self> {
+        let name = format!("{prefix}_{:016x}", rand_u64());
+        psql("postgres", &format!("CREATE DATABASE {name}"))?;
+        Ok(Self { url: format!("postgres://postgres@127.0.0.1:5432/{name}"), name })
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let _ = psql("postgres", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+    }
+}
+
+fn psql(database: &str, sql: &str) -> anyhow::Result<()> {
+    psql_at(Path::new("psql"), 5432, database, sql)
+}
+
+fn psql_at(psql: &Path, port: u16, database: &str, sql: &str) -> anyhow::Result<()> {
+    let output = Command::new(psql)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", database])
+        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+        .stdin(Stdio::null())
+        .output()
+        .context("running psql (the PostgreSQL client must be installed and PostgreSQL answer on 127.0.0.1:5432)")?;
+    if !output.status.success() {
+        bail!("psql failed on database {database}: {}", String::from_utf8_lossy(&output.stderr).trim());
+    }
+    Ok(())
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher
+        .write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+/// tansu 0.6.0's PostgreSQL storage schema (see the file's header).
+const TANSU_POSTGRES_SCHEMA: &str = include_str!("../tansu-postgres.sql");
+
+/// Durable storage for a broker: a private PostgreSQL 16 cluster on a free
+/// loopback port holding tansu's storage schema, so topics and records
+/// survive a broker restart. Stopped and deleted when dropped.
+///
+/// Why not the machine's PostgreSQL: tansu 0.6.0's PostgreSQL engine sends
+/// sub-selects without an alias (`list_latest_offset_committed.sql`), which
+/// PostgreSQL accepts only from version 16 on; machines of this kind run 15.
+/// `scripts/install-tansu` installs PostgreSQL 16's server binaries from
+/// PyPI's `pgserver` wheel; they are looked up in `$TANSU_POSTGRES_BIN`, then
+/// in `~/.cache/webhook-bridge/pg16/bin` (`/opt/webhook-bridge/pg16/bin` for
+/// root, whose home the postgres user the server then runs as cannot read).
+#[derive(Debug)]
+pub struct DurableStorage {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+    as_postgres_user: bool,
+}
+
+impl DurableStorage {
+    /// Initialises and starts the cluster and loads tansu's schema.
+    pub fn start() -> anyhow::Result<Self> {
+        let as_postgres_user = is_root()?;
+        let bin = match std::env::var_os("TANSU_POSTGRES_BIN") {
+            Some(bin) => PathBuf::from(bin),
+            None if as_postgres_user => PathBuf::from("/opt/webhook-bridge/pg16/bin"),
+            None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/webhook-bridge/pg16/bin"),
+        };
+        if !bin.join("postgres").is_file() {
+            bail!(
+                "PostgreSQL 16 server binaries are not in {}; run scripts/install-tansu (or set TANSU_POSTGRES_BIN)",
+                bin.display()
+            );
+        }
+        let data = std::env::temp_dir().join(format!("tansu-pg-{:016x}", rand_u64()));
+        std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+        // PostgreSQL refuses to run as root: hand the cluster to the postgres user.
+        if as_postgres_user {
+            let uid = user_id("postgres").context("running as root, the cluster needs the postgres user")?;
+            std::os::unix::fs::chown(&data, Some(uid), None)
+                .with_context(|| format!("handing {} to the postgres user", data.display()))?;
+        }
+        let port = free_port()?;
+        let storage = Self { bin, data, port, as_postgres_user };
+        let data = storage.data.display().to_string();
+        storage.run("initdb", &["-D", &data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"])?;
+        let options = format!("-p {port} -k {data} -c listen_addresses=127.0.0.1");
+        storage.run("pg_ctl", &["-D", &data, "-o", &options, "-l", &format!("{data}/server.log"), "-w", "start"])?;
+        psql_at(&storage.bin.join("psql"), port, "postgres", TANSU_POSTGRES_SCHEMA)?;
+        Ok(storage)
+    }
+
+    /// The broker's `--storage-engine` URL.
+    pub fn url(&self) -> String {
+        // tansu's client speaks TLS when the server offers it; this one does not.
+        format!("postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable", self.port)
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> anyhow::Result<()> {
+        let program = self.bin.join(program);
+        let mut command = if self.as_postgres_user {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(&program);
+            command
+        } else {
+            Command::new(&program)
+        };
+        let output =
+            command.args(args).stdin(Stdio::null()).output().with_context(|| format!("running {program:?}"))?;
+        if !output.status.success() {
+            bail!(
+                "{} failed: {}{}",
+                program.display(),
+                String::from_utf8_lossy(&output.stdout).trim(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for DurableStorage {
+    fn drop(&mut self) {
+        let data = self.data.display().to_string();
+        let _ = self.run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+fn is_root() -> anyhow::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the process's effective user.
+    Ok(std::fs::metadata("/proc/self").context("reading /proc/self")?.uid() == 0)
+}
+
+fn user_id(name: &str) -> anyhow::Result<u32> {
+    let output = Command::new("id").args(["-u", name]).output().context("running id")?;
+    if !output.status.success() {
+        bail!("there is no user {name}");
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().parse()?)
 }

@@ -172,7 +172,15 @@ impl Stack {
     }
 
     pub async fn start_with_catalog(extra: &str, catalog: &std::path::Path) -> Self {
-        let broker = Broker::start().expect("broker starts");
+        Self::start_on(Broker::start().expect("broker starts"), extra, catalog).await
+    }
+
+    /// A stack on a broker the test started (durable storage, say).
+    pub async fn start_on_broker(broker: Broker, extra: &str) -> Self {
+        Self::start_on(broker, extra, &workspace().join("schemas/catalog")).await
+    }
+
+    async fn start_on(broker: Broker, extra: &str, catalog: &std::path::Path) -> Self {
         let registry = RunningRegistry::start(&broker.bootstrap(), "_schemas", "127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("registry starts");

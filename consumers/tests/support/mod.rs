@@ -14,32 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use testbed::Broker;
 
-pub struct TestDb {
-    pub name: String,
-    pub url: String,
-}
-
-impl TestDb {
-    pub fn create() -> Self {
-        let name = format!("test_{}", uuid::Uuid::new_v4().simple());
-        psql(&format!("CREATE DATABASE {name}"));
-        Self { url: format!("postgres://postgres@127.0.0.1:5432/{name}"), name }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
-    }
-}
-
-fn psql(sql: &str) {
-    let status = std::process::Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
-        .status()
-        .expect("psql runs (PostgreSQL client installed)");
-    assert!(status.success(), "psql failed: {sql}");
-}
+pub use testbed::Database as TestDb;
 
 pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -105,7 +80,7 @@ header = "x-acme-signature"
         std::fs::write(&bridge_config_path, &text).expect("write");
         let config = bridge::config::Config::from_toml(&text).expect("bridge config");
         let app = App::build(config, Clock::System).await.expect("bridge app");
-        Self { broker, registry, app, bridge_config_path, db: TestDb::create(), dir }
+        Self { broker, registry, app, bridge_config_path, db: TestDb::create("test").expect("test database"), dir }
     }
 
     pub fn consumer_config_text(&self, extra: &str) -> String {
