@@ -48,6 +48,9 @@ struct Cli {
 }
 
 const SECRET: &str = "whsec_bench_secret_0123456789";
+/// `server.max_in_flight` of the bridge in the overload run, which opens
+/// eight times as many connections.
+const MAX_IN_FLIGHT: usize = 128;
 
 #[derive(Debug, Clone, Default)]
 struct Measured {
@@ -110,6 +113,8 @@ struct Load {
     elapsed: Duration,
     latencies_us: Vec<u64>,
     errors: usize,
+    /// Of the errors, answers 503 (refused at once under overload).
+    unavailable: usize,
 }
 
 fn percentile(sorted: &[u64], q: f64) -> f64 {
@@ -120,8 +125,8 @@ fn percentile(sorted: &[u64], q: f64) -> f64 {
     sorted[index] as f64 / 1000.0
 }
 
-/// POSTs one signed webhook; true when answered 2xx.
-async fn post_signed(client: &reqwest::Client, url: &str, body: &[u8], signature: &str) -> bool {
+/// POSTs one signed webhook; the answer's status (0 when there was none).
+async fn post_signed(client: &reqwest::Client, url: &str, body: &[u8], signature: &str) -> u16 {
     client
         .post(url)
         .header("content-type", "application/json")
@@ -129,7 +134,7 @@ async fn post_signed(client: &reqwest::Client, url: &str, body: &[u8], signature
         .body(body.to_vec())
         .send()
         .await
-        .is_ok_and(|r| r.status().is_success())
+        .map_or(0, |r| r.status().as_u16())
 }
 
 /// Sends `bodies` to `url` from `concurrency` connections, as fast as answered.
@@ -145,23 +150,25 @@ async fn closed_loop(url: &str, bodies: Arc<Vec<(Vec<u8>, String)>>, concurrency
     for _ in 0..concurrency {
         let (client, next, bodies, url) = (client.clone(), next.clone(), bodies.clone(), url.to_owned());
         workers.push(tokio::spawn(async move {
-            let (mut latencies, mut errors) = (Vec::new(), 0usize);
+            let (mut latencies, mut errors, mut unavailable) = (Vec::new(), 0usize, 0usize);
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some((body, signature)) = bodies.get(i) else { break };
                 let sent = Instant::now();
-                let ok = post_signed(&client, &url, body, signature).await;
+                let status = post_signed(&client, &url, body, signature).await;
                 latencies.push(sent.elapsed().as_micros() as u64);
-                errors += usize::from(!ok);
+                errors += usize::from(!(200..300).contains(&status));
+                unavailable += usize::from(status == 503);
             }
-            (latencies, errors)
+            (latencies, errors, unavailable)
         }));
     }
-    let mut load = Load { elapsed: Duration::ZERO, latencies_us: Vec::new(), errors: 0 };
+    let mut load = Load { elapsed: Duration::ZERO, latencies_us: Vec::new(), errors: 0, unavailable: 0 };
     for worker in workers {
-        if let Ok((latencies, errors)) = worker.await {
+        if let Ok((latencies, errors, unavailable)) = worker.await {
             load.latencies_us.extend(latencies);
             load.errors += errors;
+            load.unavailable += unavailable;
         }
     }
     load.elapsed = started.elapsed();
@@ -180,15 +187,16 @@ async fn open_loop(url: &str, bodies: Arc<Vec<(Vec<u8>, String)>>, per_second: f
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(at).await;
             let (body, signature) = &bodies[i];
-            let ok = post_signed(&client, &url, body, signature).await;
-            (at.elapsed().as_micros() as u64, ok)
+            let status = post_signed(&client, &url, body, signature).await;
+            (at.elapsed().as_micros() as u64, status)
         }));
     }
-    let mut load = Load { elapsed: Duration::ZERO, latencies_us: Vec::new(), errors: 0 };
+    let mut load = Load { elapsed: Duration::ZERO, latencies_us: Vec::new(), errors: 0, unavailable: 0 };
     for task in tasks {
-        if let Ok((latency, ok)) = task.await {
+        if let Ok((latency, status)) = task.await {
             load.latencies_us.push(latency);
-            load.errors += usize::from(!ok);
+            load.errors += usize::from(!(200..300).contains(&status));
+            load.unavailable += usize::from(status == 503);
         }
     }
     load.elapsed = started.elapsed();
@@ -270,6 +278,19 @@ async fn wait_http(url: &str) -> anyhow::Result<()> {
     anyhow::bail!("{url} did not answer")
 }
 
+/// Starts the bridge binary with `config` written to `path`.
+fn spawn_bridge(binary: &std::path::Path, path: &std::path::Path, config: &str) -> anyhow::Result<Killed> {
+    std::fs::write(path, config)?;
+    let child = Command::new(binary)
+        .args(["--config"])
+        .arg(path)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    Ok(Killed(child))
+}
+
 struct Killed(Child);
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -286,27 +307,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("secret"), SECRET)?;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bridge_config = |port: u16, extra: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n{extra}[kafka]\nbrokers = \"{brokers}\"\npartitions = 3\n[registry]\nurl = \"{}\"\n[catalog]\ndir = \"{}\"\n[sources.stripe]\nprovider = \"stripe\"\nsecrets_file = \"{}\"\nkey_pointer = \"/data/object/id\"\nversion_pointer = \"/api_version\"\n",
+            registry.url,
+            root.join("schemas/catalog").display(),
+            dir.join("secret").display()
+        )
+    };
     let bridge_port = testbed::free_port()?;
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:{bridge_port}\"\n[kafka]\nbrokers = \"{brokers}\"\npartitions = 3\n[registry]\nurl = \"{}\"\n[catalog]\ndir = \"{}\"\n[sources.stripe]\nprovider = \"stripe\"\nsecrets_file = \"{}\"\nkey_pointer = \"/data/object/id\"\nversion_pointer = \"/api_version\"\n",
-        registry.url,
-        root.join("schemas/catalog").display(),
-        dir.join("secret").display()
-    );
-    std::fs::write(dir.join("bridge.toml"), &config)?;
     let mut results = Vec::new();
 
     // 1. The bridge.
     eprintln!("▶ bridge: {} requests, {} connections", cli.requests, cli.concurrency);
-    let bridge = Killed(
-        Command::new(&cli.bridge)
-            .args(["--config"])
-            .arg(dir.join("bridge.toml"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", cli.bridge.display()))?,
-    );
+    let bridge = spawn_bridge(&cli.bridge, &dir.join("bridge.toml"), &bridge_config(bridge_port, ""))?;
     let bridge_url = format!("http://127.0.0.1:{bridge_port}/webhooks/stripe");
     wait_http(&format!("http://127.0.0.1:{bridge_port}/healthz")).await?;
     let bridge_result = measure_server(
@@ -330,6 +344,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .collect(),
     );
     let half = open_loop(&bridge_url, bodies, half_rate).await;
+    // Overload: a bridge taking at most MAX_IN_FLIGHT deliveries at once,
+    // eight times as many connections; the rest must be refused at once
+    // (503) with memory staying bounded.
+    let overload_connections = MAX_IN_FLIGHT * 8;
+    eprintln!("▶ bridge overloaded: {overload_connections} connections, max_in_flight {MAX_IN_FLIGHT}");
+    let overload_port = testbed::free_port()?;
+    let overloaded = spawn_bridge(
+        &cli.bridge,
+        &dir.join("bridge-overload.toml"),
+        &bridge_config(overload_port, &format!("max_in_flight = {MAX_IN_FLIGHT}\n")),
+    )?;
+    wait_http(&format!("http://127.0.0.1:{overload_port}/healthz")).await?;
+    let overload_bodies: Arc<Vec<_>> = Arc::new(
+        (0..cli.requests)
+            .map(|n| event(30_000_000 + n))
+            .map(|b| {
+                let s = signed(&b);
+                (b, s)
+            })
+            .collect(),
+    );
+    let overload_url = format!("http://127.0.0.1:{overload_port}/webhooks/stripe");
+    let overload = closed_loop(&overload_url, overload_bodies, overload_connections).await;
+    let (_, overload_rss_kib) = tree_stats(overloaded.0.id());
+    drop(overloaded);
+    let overload_line = format!(
+        "overload: {} requests from {overload_connections} connections (max_in_flight {MAX_IN_FLIGHT}): {} accepted, \
+         {} answered 503 at once, {} other errors; bridge peak RSS {:.1} MiB",
+        cli.requests,
+        cli.requests - overload.errors,
+        overload.unavailable,
+        overload.errors - overload.unavailable,
+        overload_rss_kib as f64 / 1024.0
+    );
     results.push(bridge_result.clone());
     results.push(Measured {
         name: "bridge at half of peak (open loop)".into(),
@@ -398,6 +446,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 
     print_table(&results, &cli);
+    println!("{overload_line}");
 
     // 5. The sync consumer.
     eprintln!("▶ sync consumer: {} events into PostgreSQL", cli.consumer_events);

@@ -26,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use rdkafka::message::{Header, OwnedHeaders};
 use schemas::catalog::{Catalog, CatalogVersion, topic_name, value_subject};
-use schemas::envelope::{Envelope, envelope_value, generic_payload_schema};
+use schemas::envelope::{Envelope, frame_delivery, generic_payload_schema};
 use schemas::transcode::Transcoder;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -108,8 +108,6 @@ pub struct Typed {
     pub version: CatalogVersion,
     /// Its transcoder (payload schema).
     pub transcoder: Transcoder,
-    /// The envelope's encoder, resolved once.
-    pub encoder: schemas::wire::AvroEncoder,
     /// The registered schema's text.
     pub text: Arc<str>,
 }
@@ -118,7 +116,6 @@ impl Typed {
     fn new(version: CatalogVersion) -> Result<Self, apache_avro::Error> {
         Ok(Self {
             transcoder: Transcoder::new(version.payload.clone()),
-            encoder: schemas::wire::AvroEncoder::new(version.envelope.clone())?,
             text: version.envelope_text.clone().into(),
             version,
         })
@@ -474,14 +471,11 @@ impl App {
             json
         };
         let transcoding = tracing::info_span!("transcode", webhook.schema_version = typed.version.version);
-        let payload = match transcoding.in_scope(|| typed.transcoder.transcode(&payload_json)) {
-            Ok(payload) => payload,
-            Err(error) => {
-                let reason =
-                    format!("does not fit {} v{}: {error}", typed.version.path.display(), typed.version.version);
-                return self.dead_letter(d, Some(&described), "transcode", &reason).await;
-            }
-        };
+        let mut payload = Vec::with_capacity(body.len());
+        if let Err(error) = transcoding.in_scope(|| typed.transcoder.encode(&payload_json, &mut payload)) {
+            let reason = format!("does not fit {} v{}: {error}", typed.version.path.display(), typed.version.version);
+            return self.dead_letter(d, Some(&described), "transcode", &reason).await;
+        }
         let subject = value_subject(&topic);
         let schema_id = match self.schema_ids.id_for(&subject, &typed.text).await {
             Ok(id) => id,
@@ -518,12 +512,7 @@ impl App {
             headers: selected_headers,
             raw: d.source.config.keep_raw.then(|| String::from_utf8_lossy(body).into_owned()),
         };
-        let record = match transcoding
-            .in_scope(|| typed.encoder.encode_framed(schema_id, &envelope_value(&envelope, payload)))
-        {
-            Ok(record) => record,
-            Err(error) => return self.dead_letter(d, Some(&described), "encode", &error.to_string()).await,
-        };
+        let record = frame_delivery(schema_id, &envelope, &payload);
         let producing = tracing::info_span!(
             "produce",
             otel.kind = "producer",

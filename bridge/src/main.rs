@@ -3,6 +3,11 @@
 use clap::Parser;
 use std::path::PathBuf;
 
+// Every webhook allocates its JSON, Avro and Kafka buffers; glibc's malloc
+// spent a fifth of the bridge's CPU on them under load (perf, BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "bridge", version, about = "Verify webhooks and produce them to Kafka as Avro records")]
 struct Cli {

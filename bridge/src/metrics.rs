@@ -68,9 +68,10 @@ impl Histogram {
     /// Records one observation (seconds) under `label`.
     pub fn observe(&self, label: &str, seconds: f64) {
         let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = series
-            .entry(label.to_owned())
-            .or_insert_with(|| Series { buckets: vec![0; LATENCY_BUCKETS.len()], ..Series::default() });
+        if !series.contains_key(label) {
+            series.insert(label.to_owned(), Series { buckets: vec![0; LATENCY_BUCKETS.len()], ..Series::default() });
+        }
+        let Some(entry) = series.get_mut(label) else { return };
         for (bucket, bound) in entry.buckets.iter_mut().zip(LATENCY_BUCKETS) {
             if seconds <= bound {
                 *bucket += 1;
@@ -97,7 +98,7 @@ impl Histogram {
 /// The bridge's counters and histograms.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    deliveries: Mutex<BTreeMap<(String, Outcome), u64>>,
+    deliveries: Mutex<BTreeMap<String, BTreeMap<Outcome, u64>>>,
     forged: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// Receipt to answer, per source.
     pub ack_latency: Histogram,
@@ -108,8 +109,13 @@ pub struct Metrics {
 impl Metrics {
     /// Counts one delivery of `source` with `outcome`.
     pub fn delivery(&self, source: &str, outcome: Outcome) {
-        *self.deliveries.lock().unwrap_or_else(|e| e.into_inner()).entry((source.to_owned(), outcome)).or_default() +=
-            1;
+        let mut deliveries = self.deliveries.lock().unwrap_or_else(|e| e.into_inner());
+        match deliveries.get_mut(source) {
+            Some(outcomes) => *outcomes.entry(outcome).or_default() += 1,
+            None => {
+                deliveries.insert(source.to_owned(), BTreeMap::from([(outcome, 1)]));
+            }
+        }
     }
 
     /// Counts one refused delivery with its reason.
@@ -123,8 +129,8 @@ impl Metrics {
         self.deliveries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&(source.to_owned(), outcome))
-            .copied()
+            .get(source)
+            .and_then(|outcomes| outcomes.get(&outcome).copied())
             .unwrap_or(0)
     }
 
@@ -132,8 +138,11 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         out.push_str("# HELP bridge_deliveries_total Webhook deliveries by source and outcome.\n# TYPE bridge_deliveries_total counter\n");
-        for ((source, outcome), n) in self.deliveries.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(out, "bridge_deliveries_total{{source=\"{source}\",outcome=\"{}\"}} {n}", outcome.label());
+        for (source, outcomes) in self.deliveries.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            for (outcome, n) in outcomes {
+                let _ =
+                    writeln!(out, "bridge_deliveries_total{{source=\"{source}\",outcome=\"{}\"}} {n}", outcome.label());
+            }
         }
         out.push_str(
             "# HELP bridge_forged_total Refused deliveries by source and reason.\n# TYPE bridge_forged_total counter\n",

@@ -106,6 +106,48 @@ pub fn envelope_value(envelope: &Envelope, payload: Value) -> Value {
     ])
 }
 
+/// The Confluent-framed record of one delivery: the 5-byte header for
+/// `schema_id`, the envelope's fields and the payload already encoded by
+/// [`Transcoder::encode`](crate::transcode::Transcoder::encode), in the
+/// Avro binary encoding of [`wrap_schema`]'s record.
+pub fn frame_delivery(schema_id: crate::wire::SchemaId, envelope: &Envelope, payload_avro: &[u8]) -> Vec<u8> {
+    use crate::transcode::{write_bytes, write_long};
+    let raw_len = envelope.raw.as_ref().map_or(0, String::len);
+    let mut out = Vec::with_capacity(crate::wire::HEADER_LEN + 256 + raw_len + payload_avro.len());
+    out.push(crate::wire::MAGIC_BYTE);
+    out.extend_from_slice(&schema_id.to_be_bytes());
+    write_bytes(&mut out, envelope.delivery_id.as_bytes());
+    write_bytes(&mut out, envelope.source.as_bytes());
+    write_bytes(&mut out, envelope.event_type.as_bytes());
+    write_long(&mut out, envelope.schema_version.into());
+    write_long(&mut out, envelope.received_at_ms);
+    match envelope.occurred_at_ms {
+        Some(ms) => {
+            write_long(&mut out, 1);
+            write_long(&mut out, ms);
+        }
+        None => write_long(&mut out, 0),
+    }
+    write_bytes(&mut out, envelope.origin.as_bytes());
+    if !envelope.headers.is_empty() {
+        write_long(&mut out, envelope.headers.len() as i64);
+        for (name, value) in &envelope.headers {
+            write_bytes(&mut out, name.as_bytes());
+            write_bytes(&mut out, value.as_bytes());
+        }
+    }
+    out.push(0);
+    match &envelope.raw {
+        Some(raw) => {
+            write_long(&mut out, 1);
+            write_bytes(&mut out, raw.as_bytes());
+        }
+        None => write_long(&mut out, 0),
+    }
+    out.extend_from_slice(payload_avro);
+    out
+}
+
 /// The payload schema of a source's generic events: what event types without
 /// a typed schema are written with. The whole body is kept as JSON text.
 pub fn generic_payload_schema(source: &str) -> Json {

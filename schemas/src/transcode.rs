@@ -18,9 +18,11 @@
 //! Every error names the JSON pointer of the value that did not fit.
 
 use apache_avro::Schema;
+use apache_avro::schema::UuidSchema;
 use apache_avro::types::Value;
 use serde_json::Value as Json;
 use std::collections::HashMap;
+use std::fmt::Write as _;
 
 /// A JSON value that does not fit the schema.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -121,113 +123,152 @@ impl Transcoder {
         &self.schema
     }
 
-    /// Converts one JSON document.
-    pub fn transcode(&self, json: &Json) -> Result<Value, TranscodeError> {
-        self.convert(&self.schema, json, &mut String::new())
+    /// Appends the Avro binary encoding of one JSON document to `out`,
+    /// written straight from the JSON: no Avro value tree is built, so a
+    /// webhook costs one walk and no copies of its strings. On error `out`
+    /// may hold part of the document; callers discard it.
+    pub fn encode(&self, json: &Json, out: &mut Vec<u8>) -> Result<(), TranscodeError> {
+        self.write(&self.schema, json, &mut String::new(), out)
     }
 
-    fn convert(&self, schema: &Schema, json: &Json, pointer: &mut String) -> Result<Value, TranscodeError> {
+    /// Converts one JSON document into an Avro value (its [`encode`](Self::encode)d
+    /// bytes read back with the schema).
+    pub fn transcode(&self, json: &Json) -> Result<Value, TranscodeError> {
+        let mut bytes = Vec::new();
+        self.encode(json, &mut bytes)?;
+        crate::wire::decode_avro(&self.schema, &bytes)
+            .map_err(|error| TranscodeError { pointer: String::new(), message: format!("encoded wrongly: {error}") })
+    }
+
+    #[expect(clippy::unit_arg, reason = "an arm that writes and succeeds reads best as Ok(write(…))")]
+    fn write(
+        &self,
+        schema: &Schema,
+        json: &Json,
+        pointer: &mut String,
+        out: &mut Vec<u8>,
+    ) -> Result<(), TranscodeError> {
         let mismatch =
             |pointer: &str, expected: &str| fail(pointer, format!("expected {expected}, found {}", kind(json)));
         match schema {
             Schema::Null => match json {
-                Json::Null => Ok(Value::Null),
+                Json::Null => Ok(()),
                 _ => mismatch(pointer, "null"),
             },
             Schema::Boolean => match json {
-                Json::Bool(b) => Ok(Value::Boolean(*b)),
-                Json::String(s) if s == "true" || s == "false" => Ok(Value::Boolean(s == "true")),
+                Json::Bool(b) => Ok(out.push(u8::from(*b))),
+                Json::String(s) if s == "true" || s == "false" => Ok(out.push(u8::from(s == "true"))),
                 _ => mismatch(pointer, "a boolean"),
             },
             Schema::Int => match as_i64(json) {
-                Some(n) => {
-                    i32::try_from(n).map(Value::Int).or_else(|_| fail(pointer, format!("{n} does not fit in an int")))
-                }
+                Some(n) => match i32::try_from(n) {
+                    Ok(n) => Ok(write_long(out, n.into())),
+                    Err(_) => fail(pointer, format!("{n} does not fit in an int")),
+                },
                 None => mismatch(pointer, "an integer"),
             },
-            Schema::Long => as_i64(json).map(Value::Long).map_or_else(|| mismatch(pointer, "an integer"), Ok),
-            Schema::Float => {
-                as_f64(json).map(|f| Value::Float(f as f32)).map_or_else(|| mismatch(pointer, "a number"), Ok)
-            }
-            Schema::Double => as_f64(json).map(Value::Double).map_or_else(|| mismatch(pointer, "a number"), Ok),
+            Schema::Long => match as_i64(json) {
+                Some(n) => Ok(write_long(out, n)),
+                None => mismatch(pointer, "an integer"),
+            },
+            Schema::Float => match as_f64(json) {
+                Some(f) => Ok(out.extend_from_slice(&(f as f32).to_le_bytes())),
+                None => mismatch(pointer, "a number"),
+            },
+            Schema::Double => match as_f64(json) {
+                Some(f) => Ok(out.extend_from_slice(&f.to_le_bytes())),
+                None => mismatch(pointer, "a number"),
+            },
             Schema::String => match json {
-                Json::String(s) => Ok(Value::String(s.clone())),
+                Json::String(s) => Ok(write_bytes(out, s.as_bytes())),
                 Json::Null => mismatch(pointer, "a string"),
-                other => Ok(Value::String(other.to_string())),
+                other => Ok(write_bytes(out, other.to_string().as_bytes())),
             },
             Schema::Bytes => match json {
-                Json::String(s) => Ok(Value::Bytes(s.as_bytes().to_vec())),
+                Json::String(s) => Ok(write_bytes(out, s.as_bytes())),
                 _ => mismatch(pointer, "a string (for bytes)"),
             },
-            Schema::Uuid(_) => match json {
-                Json::String(s) => match s.parse() {
-                    Ok(uuid) => Ok(Value::Uuid(uuid)),
+            Schema::Uuid(uuid_schema) => match json {
+                Json::String(s) => match s.parse::<apache_avro::Uuid>() {
+                    Ok(uuid) => match uuid_schema {
+                        UuidSchema::String => Ok(write_bytes(out, uuid.hyphenated().to_string().as_bytes())),
+                        UuidSchema::Bytes => Ok(write_bytes(out, uuid.as_bytes())),
+                        UuidSchema::Fixed(fixed) if fixed.size == 16 => Ok(out.extend_from_slice(uuid.as_bytes())),
+                        UuidSchema::Fixed(fixed) => fail(pointer, format!("a uuid cannot be fixed of {}", fixed.size)),
+                    },
                     Err(_) => fail(pointer, format!("'{s}' is not a UUID")),
                 },
                 _ => mismatch(pointer, "a UUID string"),
             },
             Schema::TimestampMillis | Schema::LocalTimestampMillis => match epoch_millis(json) {
-                Some(ms) if matches!(schema, Schema::TimestampMillis) => Ok(Value::TimestampMillis(ms)),
-                Some(ms) => Ok(Value::LocalTimestampMillis(ms)),
+                Some(ms) => Ok(write_long(out, ms)),
                 None => mismatch(pointer, "unix seconds or an RFC 3339 timestamp"),
             },
             Schema::TimestampMicros | Schema::LocalTimestampMicros => match epoch_millis(json) {
-                Some(ms) if matches!(schema, Schema::TimestampMicros) => Ok(Value::TimestampMicros(ms * 1000)),
-                Some(ms) => Ok(Value::LocalTimestampMicros(ms * 1000)),
+                Some(ms) => Ok(write_long(out, ms.saturating_mul(1000))),
                 None => mismatch(pointer, "unix seconds or an RFC 3339 timestamp"),
             },
-            Schema::Date => match json {
-                Json::String(s) => match chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d") {
-                    Ok(date) => Ok(Value::Date((date - chrono::NaiveDate::default()).num_days() as i32)),
-                    Err(_) => fail(pointer, format!("'{s}' is not a YYYY-MM-DD date")),
-                },
-                other => match as_i64(other).and_then(|d| i32::try_from(d).ok()) {
-                    Some(days) => Ok(Value::Date(days)),
-                    None => mismatch(pointer, "a YYYY-MM-DD date"),
-                },
-            },
+            Schema::Date => {
+                let days = match json {
+                    Json::String(s) => match chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d") {
+                        Ok(date) => (date - chrono::NaiveDate::default()).num_days() as i32,
+                        Err(_) => return fail(pointer, format!("'{s}' is not a YYYY-MM-DD date")),
+                    },
+                    other => match as_i64(other).and_then(|d| i32::try_from(d).ok()) {
+                        Some(days) => days,
+                        None => return mismatch(pointer, "a YYYY-MM-DD date"),
+                    },
+                };
+                Ok(write_long(out, days.into()))
+            }
             Schema::Enum(e) => match json {
-                Json::String(s) => match e.symbols.iter().position(|x| x == s) {
-                    Some(i) => Ok(Value::Enum(i as u32, s.clone())),
-                    None => {
-                        match e.default.as_ref().and_then(|d| e.symbols.iter().position(|x| x == d).map(|i| (i, d))) {
-                            Some((i, d)) => Ok(Value::Enum(i as u32, d.clone())),
-                            None => fail(
-                                pointer,
-                                format!("'{s}' is not one of {:?} and the enum has no default", e.symbols),
-                            ),
+                Json::String(s) => {
+                    let index =
+                        e.symbols.iter().position(|x| x == s).or_else(|| {
+                            e.default.as_ref().and_then(|default| e.symbols.iter().position(|x| x == default))
+                        });
+                    match index {
+                        Some(i) => Ok(write_long(out, i as i64)),
+                        None => {
+                            fail(pointer, format!("'{s}' is not one of {:?} and the enum has no default", e.symbols))
                         }
                     }
-                },
+                }
                 _ => mismatch(pointer, "an enum symbol string"),
             },
             Schema::Fixed(f) => match json {
-                Json::String(s) if s.len() == f.size => Ok(Value::Fixed(f.size, s.as_bytes().to_vec())),
+                Json::String(s) if s.len() == f.size => Ok(out.extend_from_slice(s.as_bytes())),
                 _ => mismatch(pointer, &format!("a string of exactly {} bytes", f.size)),
             },
+            // Arrays and maps: one block with its count, then the end marker 0.
             Schema::Array(a) => match json {
                 Json::Array(items) => {
-                    let mut out = Vec::with_capacity(items.len());
-                    for (i, item) in items.iter().enumerate() {
-                        let len = pointer.len();
-                        pointer.push_str(&format!("/{i}"));
-                        out.push(self.convert(&a.items, item, pointer)?);
-                        pointer.truncate(len);
+                    if !items.is_empty() {
+                        write_long(out, items.len() as i64);
+                        for (i, item) in items.iter().enumerate() {
+                            let len = pointer.len();
+                            let _ = write!(pointer, "/{i}");
+                            self.write(&a.items, item, pointer, out)?;
+                            pointer.truncate(len);
+                        }
                     }
-                    Ok(Value::Array(out))
+                    Ok(out.push(0))
                 }
                 _ => mismatch(pointer, "an array"),
             },
             Schema::Map(m) => match json {
                 Json::Object(entries) => {
-                    let mut out = HashMap::with_capacity(entries.len());
-                    for (key, item) in entries {
-                        let len = pointer.len();
-                        push_token(pointer, key);
-                        out.insert(key.clone(), self.convert(&m.types, item, pointer)?);
-                        pointer.truncate(len);
+                    if !entries.is_empty() {
+                        write_long(out, entries.len() as i64);
+                        for (key, item) in entries {
+                            let len = pointer.len();
+                            push_token(pointer, key);
+                            write_bytes(out, key.as_bytes());
+                            self.write(&m.types, item, pointer, out)?;
+                            pointer.truncate(len);
+                        }
                     }
-                    Ok(Value::Map(out))
+                    Ok(out.push(0))
                 }
                 _ => mismatch(pointer, "an object"),
             },
@@ -235,15 +276,18 @@ impl Transcoder {
                 let variants = u.variants();
                 if json.is_null() {
                     return match variants.iter().position(|v| matches!(v, Schema::Null)) {
-                        Some(i) => Ok(Value::Union(i as u32, Box::new(Value::Null))),
+                        Some(i) => Ok(write_long(out, i as i64)),
                         None => mismatch(pointer, "a value (the union has no null branch)"),
                     };
                 }
                 let mut first_error = None;
+                let start = out.len();
                 for (i, variant) in variants.iter().enumerate().filter(|(_, v)| !matches!(v, Schema::Null)) {
-                    match self.convert(variant, json, pointer) {
-                        Ok(value) => return Ok(Value::Union(i as u32, Box::new(value))),
+                    write_long(out, i as i64);
+                    match self.write(variant, json, pointer, out) {
+                        Ok(()) => return Ok(()),
                         Err(error) => {
+                            out.truncate(start);
                             first_error.get_or_insert(error);
                         }
                     }
@@ -253,32 +297,29 @@ impl Transcoder {
             }
             Schema::Record(record) => {
                 let Json::Object(object) = json else { return mismatch(pointer, "an object") };
-                let mut fields = Vec::with_capacity(record.fields.len());
                 for field in &record.fields {
                     let found =
                         object.get(&field.name).or_else(|| field.aliases.iter().find_map(|alias| object.get(alias)));
                     let len = pointer.len();
                     push_token(pointer, &field.name);
-                    let value = match (found, &field.default) {
-                        (Some(value), _) => self.convert(&field.schema, value, pointer)?,
-                        (None, Some(default)) => self.convert(&field.schema, default, pointer)?,
-                        (None, None) => match self.convert(&field.schema, &Json::Null, pointer) {
-                            Ok(value) => value,
-                            Err(_) => {
+                    match (found, &field.default) {
+                        (Some(value), _) => self.write(&field.schema, value, pointer, out)?,
+                        (None, Some(default)) => self.write(&field.schema, default, pointer, out)?,
+                        (None, None) => {
+                            if self.write(&field.schema, &Json::Null, pointer, out).is_err() {
                                 return fail(
                                     pointer,
                                     "required field is missing (give it a default in the schema if it is optional)",
                                 );
                             }
-                        },
-                    };
+                        }
+                    }
                     pointer.truncate(len);
-                    fields.push((field.name.clone(), value));
                 }
-                Ok(Value::Record(fields))
+                Ok(())
             }
             Schema::Ref { name } => match self.names.get(&name.fullname(None)) {
-                Some(named) => self.convert(named, json, pointer),
+                Some(named) => self.write(named, json, pointer, out),
                 None => fail(pointer, format!("the schema refers to unknown type {}", name.fullname(None))),
             },
             other => fail(
@@ -287,6 +328,22 @@ impl Transcoder {
             ),
         }
     }
+}
+
+/// Avro `long`/`int`: zig-zag, then little-endian base-128 varint.
+pub fn write_long(out: &mut Vec<u8>, n: i64) {
+    let mut z = ((n << 1) ^ (n >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+/// Avro `bytes`/`string`: the length as a long, then the bytes.
+pub fn write_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    write_long(out, bytes.len() as i64);
+    out.extend_from_slice(bytes);
 }
 
 fn push_token(pointer: &mut String, token: &str) {
@@ -340,6 +397,7 @@ mod tests {
                 "lines": [{"sku": "x", "qty": 2.0}],
                 "previous": {"email": "old@b.c", "vip": true},
                 "shipped_on": "2025-11-23",
+                "metadata": {"order": "A-1", "attempt": 2},
                 "unknown_field": {"kept": "in raw, not here"}
             }))
             .expect("transcodes");
@@ -369,7 +427,11 @@ mod tests {
                 ("qty".into(), Value::Int(2))
             ])])
         );
-        assert_eq!(get("metadata"), Value::Map(HashMap::new()));
+        let metadata = HashMap::from([
+            ("order".into(), Value::String("A-1".into())),
+            ("attempt".into(), Value::String("2".into())),
+        ]);
+        assert_eq!(get("metadata"), Value::Map(metadata));
         assert!(matches!(get("previous"), Value::Union(1, _)), "named-type reference resolves");
         assert_eq!(get("shipped_on"), Value::Union(1, Box::new(Value::Date(20415))));
     }

@@ -46,43 +46,6 @@ pub fn unframe(record: &[u8]) -> Result<(SchemaId, &[u8]), WireError> {
     Ok((id, &record[HEADER_LEN..]))
 }
 
-/// Encodes values of one schema, framed, without resolving the schema again
-/// for every value (resolution walks every named type and allocates).
-///
-/// The schema is leaked to give the writer a `'static` borrow: encoders are
-/// made once per schema version at start-up, so the leak is bounded by the
-/// catalog's size.
-pub struct AvroEncoder {
-    writer: apache_avro::writer::datum::GenericDatumWriter<'static>,
-}
-
-impl std::fmt::Debug for AvroEncoder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AvroEncoder").finish_non_exhaustive()
-    }
-}
-
-impl AvroEncoder {
-    /// An encoder for `schema`.
-    pub fn new(schema: apache_avro::Schema) -> Result<Self, apache_avro::Error> {
-        let schema: &'static apache_avro::Schema = Box::leak(Box::new(schema));
-        Ok(Self { writer: apache_avro::writer::datum::GenericDatumWriter::builder(schema).build()? })
-    }
-
-    /// The Confluent-framed record: header for `id`, then `value` validated and encoded.
-    pub fn encode_framed(
-        &self,
-        id: SchemaId,
-        value: &apache_avro::types::Value,
-    ) -> Result<Vec<u8>, apache_avro::Error> {
-        let mut out = Vec::with_capacity(1024);
-        out.push(MAGIC_BYTE);
-        out.extend_from_slice(&id.to_be_bytes());
-        self.writer.write_value_ref(&mut out, value)?;
-        Ok(out)
-    }
-}
-
 /// Avro binary encoding of `value` (no header), validated against `schema`.
 pub fn encode_avro(
     schema: &apache_avro::Schema,
@@ -107,20 +70,6 @@ mod tests {
     fn frames_id_big_endian_after_magic_byte() {
         assert_eq!(frame(0x0102_0304, b"ab"), vec![0, 1, 2, 3, 4, b'a', b'b']);
         assert_eq!(frame(7, b""), vec![0, 0, 0, 0, 7]);
-    }
-
-    #[test]
-    fn encoder_frames_the_same_bytes_as_frame_and_encode() {
-        let schema =
-            apache_avro::Schema::parse_str(r#"{"type":"record","name":"R","fields":[{"name":"n","type":"long"}]}"#)
-                .expect("schema");
-        let value = apache_avro::types::Value::Record(vec![("n".into(), apache_avro::types::Value::Long(42))]);
-        let encoder = AvroEncoder::new(schema.clone()).expect("encoder");
-        let framed = encoder.encode_framed(9, &value).expect("encodes");
-        assert_eq!(framed, frame(9, &encode_avro(&schema, value).expect("encodes")));
-        let wrong =
-            apache_avro::types::Value::Record(vec![("n".into(), apache_avro::types::Value::String("x".into()))]);
-        assert!(encoder.encode_framed(9, &wrong).is_err(), "values are still validated");
     }
 
     #[test]

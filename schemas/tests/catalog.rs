@@ -68,6 +68,23 @@ fn every_sample_transcodes_and_encodes_in_its_envelope() {
             .unwrap_or_else(|e| panic!("{file}: {e}"));
         let decoded = schemas::wire::decode_avro(&version.envelope, &bytes).expect("decodes");
         assert_eq!(field(&decoded, "delivery_id"), &AvroValue::String("d1".into()));
+        // What the bridge writes: encoded straight from the JSON, framed.
+        let mut payload_avro = Vec::new();
+        Transcoder::new(version.payload.clone()).encode(&body, &mut payload_avro).expect("encodes");
+        for envelope in [envelope.clone(), Envelope { occurred_at_ms: Some(7), headers: vec![], raw: None, ..envelope }]
+        {
+            let framed = schemas::envelope::frame_delivery(42, &envelope, &payload_avro);
+            let (id, avro) = schemas::wire::unframe(&framed).expect("framed");
+            assert_eq!(id, 42);
+            let direct = schemas::wire::decode_avro(&version.envelope, avro).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let payload = Transcoder::new(version.payload.clone()).transcode(&body).expect("transcodes");
+            let expected = schemas::wire::decode_avro(
+                &version.envelope,
+                &schemas::wire::encode_avro(&version.envelope, envelope_value(&envelope, payload)).expect("encodes"),
+            )
+            .expect("decodes");
+            assert_eq!(direct, expected, "{file}: the framed envelope reads back as apache-avro's own encoding of it");
+        }
         // The provider's id survives the trip, whatever its JSON type.
         let id = match &body["id"] {
             Value::String(s) => AvroValue::String(s.clone()),
