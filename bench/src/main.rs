@@ -285,6 +285,7 @@ fn spawn_bridge(binary: &std::path::Path, path: &std::path::Path, config: &str) 
         .args(["--config"])
         .arg(path)
         .env("RUST_LOG", "warn")
+        .envs(std::env::var("BENCH_BRIDGE_WORKERS").ok().map(|n| ("TOKIO_WORKER_THREADS", n)))
         .stdout(Stdio::null())
         .spawn()
         .with_context(|| format!("starting {}", binary.display()))?;
@@ -434,6 +435,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     results.push(
         measure_server("HTTP limit (axum, answers 200)", &http_url, server.0.id(), cli.requests, cli.concurrency).await,
     );
+    // The same open loop as the bridge's half-peak run, against a server
+    // that does nothing: the latency the load generator itself adds.
+    let bodies: Arc<Vec<_>> = Arc::new(
+        (0..half_count)
+            .map(|n| event(40_000_000 + n))
+            .map(|b| {
+                let s = signed(&b);
+                (b, s)
+            })
+            .collect(),
+    );
+    let baseline = open_loop(&http_url, bodies, half_rate).await;
+    results.push(Measured {
+        name: "HTTP limit at the bridge's half-peak rate (open loop)".into(),
+        requests: half_count,
+        per_second: half_count as f64 / baseline.elapsed.as_secs_f64(),
+        p50_ms: percentile(&baseline.latencies_us, 0.5),
+        p99_ms: percentile(&baseline.latencies_us, 0.99),
+        errors: baseline.errors,
+        ..Default::default()
+    });
     drop(server);
 
     // 4. The do-it-yourself Python peer.

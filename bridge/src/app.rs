@@ -466,7 +466,7 @@ impl App {
         let typed = self.schema_for(d.source, &described);
         let payload_json = if Arc::ptr_eq(&typed, &d.source.generic) {
             json!({ "id": json.get("id").and_then(|v| v.as_str().map(str::to_owned).or_else(|| v.as_i64().map(|n| n.to_string()))),
-                    "json": String::from_utf8_lossy(body) })
+                    "json": body_text(body) })
         } else {
             json
         };
@@ -510,7 +510,7 @@ impl App {
             occurred_at_ms: described.occurred_at_ms,
             origin: d.origin.into(),
             headers: selected_headers,
-            raw: d.source.config.keep_raw.then(|| String::from_utf8_lossy(body).into_owned()),
+            raw: d.source.config.keep_raw.then(|| body_text(body)),
         };
         let record = frame_delivery(schema_id, &envelope, &payload);
         let producing = tracing::info_span!(
@@ -660,6 +660,15 @@ impl App {
 
 /// The request headers as a JSON object, for the dead-letter record, so a
 /// replay can type the delivery again (credentials left out).
+/// The body as text: as it is when it is UTF-8 (every JSON body that
+/// parsed), else with invalid bytes replaced.
+fn body_text(body: &[u8]) -> String {
+    match std::str::from_utf8(body) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(body).into_owned(),
+    }
+}
+
 fn original_headers(headers: &HeaderMap) -> String {
     let map: serde_json::Map<String, Value> = headers
         .iter()
