@@ -4,9 +4,11 @@ use clap::Parser;
 use std::path::PathBuf;
 
 // Every webhook allocates its JSON, Avro and Kafka buffers; glibc's malloc
-// spent a fifth of the bridge's CPU on them under load (perf, BENCHMARKS.md).
+// spent a fifth of the bridge's CPU on them under load. jemalloc and mimalloc
+// both cut that; jemalloc kept RSS lower (45 vs 51 MiB at load, 118 vs 132
+// MiB with 1 024 connections open), see BENCHMARKS.md.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Debug, Parser)]
 #[command(name = "bridge", version, about = "Verify webhooks and produce them to Kafka as Avro records")]
