@@ -109,12 +109,58 @@ fn signed(body: &[u8]) -> String {
     format!("t={t},v1={}", hex::encode(mac))
 }
 
+/// `count` signed events numbered from `first` (unique ids per run).
+fn signed_bodies(first: usize, count: usize) -> Arc<Vec<(Vec<u8>, String)>> {
+    Arc::new(
+        (first..first + count)
+            .map(|n| {
+                let body = event(n);
+                let signature = signed(&body);
+                (body, signature)
+            })
+            .collect(),
+    )
+}
+
 struct Load {
     elapsed: Duration,
     latencies_us: Vec<u64>,
     errors: usize,
     /// Of the errors, answers 503 (refused at once under overload).
     unavailable: usize,
+}
+
+impl Load {
+    fn empty() -> Self {
+        Self { elapsed: Duration::ZERO, latencies_us: Vec::new(), errors: 0, unavailable: 0 }
+    }
+
+    /// Counts one answer that took `latency_us`.
+    fn record(&mut self, latency_us: u64, status: u16) {
+        self.latencies_us.push(latency_us);
+        self.errors += usize::from(!(200..300).contains(&status));
+        self.unavailable += usize::from(status == 503);
+    }
+
+    /// Adds another worker's answers.
+    fn merge(&mut self, other: Load) {
+        self.latencies_us.extend(other.latencies_us);
+        self.errors += other.errors;
+        self.unavailable += other.unavailable;
+    }
+
+    /// The row of an open-loop run of `requests`.
+    fn open_loop_row(&self, name: &str, requests: usize) -> Measured {
+        Measured {
+            name: name.to_owned(),
+            requests,
+            per_second: requests as f64 / self.elapsed.as_secs_f64(),
+            p50_ms: percentile(&self.latencies_us, 0.5),
+            p99_ms: percentile(&self.latencies_us, 0.99),
+            errors: self.errors,
+            ..Default::default()
+        }
+    }
 }
 
 fn percentile(sorted: &[u64], q: f64) -> f64 {
@@ -150,25 +196,21 @@ async fn closed_loop(url: &str, bodies: Arc<Vec<(Vec<u8>, String)>>, concurrency
     for _ in 0..concurrency {
         let (client, next, bodies, url) = (client.clone(), next.clone(), bodies.clone(), url.to_owned());
         workers.push(tokio::spawn(async move {
-            let (mut latencies, mut errors, mut unavailable) = (Vec::new(), 0usize, 0usize);
+            let mut load = Load::empty();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some((body, signature)) = bodies.get(i) else { break };
                 let sent = Instant::now();
                 let status = post_signed(&client, &url, body, signature).await;
-                latencies.push(sent.elapsed().as_micros() as u64);
-                errors += usize::from(!(200..300).contains(&status));
-                unavailable += usize::from(status == 503);
+                load.record(sent.elapsed().as_micros() as u64, status);
             }
-            (latencies, errors, unavailable)
+            load
         }));
     }
-    let mut load = Load { elapsed: Duration::ZERO, latencies_us: Vec::new(), errors: 0, unavailable: 0 };
+    let mut load = Load::empty();
     for worker in workers {
-        if let Ok((latencies, errors, unavailable)) = worker.await {
-            load.latencies_us.extend(latencies);
-            load.errors += errors;
-            load.unavailable += unavailable;
+        if let Ok(worker) = worker.await {
+            load.merge(worker);
         }
     }
     load.elapsed = started.elapsed();
@@ -191,12 +233,10 @@ async fn open_loop(url: &str, bodies: Arc<Vec<(Vec<u8>, String)>>, per_second: f
             (at.elapsed().as_micros() as u64, status)
         }));
     }
-    let mut load = Load { elapsed: Duration::ZERO, latencies_us: Vec::new(), errors: 0, unavailable: 0 };
+    let mut load = Load::empty();
     for task in tasks {
         if let Ok((latency, status)) = task.await {
-            load.latencies_us.push(latency);
-            load.errors += usize::from(!(200..300).contains(&status));
-            load.unavailable += usize::from(status == 503);
+            load.record(latency, status);
         }
     }
     load.elapsed = started.elapsed();
@@ -232,25 +272,9 @@ fn tree_stats(pid: u32) -> (u64, u64) {
 const TICKS_PER_SECOND: f64 = 100.0;
 
 async fn measure_server(name: &str, url: &str, pid: u32, requests: usize, concurrency: usize) -> Measured {
-    let warm: Arc<Vec<_>> = Arc::new(
-        (0..500)
-            .map(|n| event(10_000_000 + n))
-            .map(|b| {
-                let s = signed(&b);
-                (b, s)
-            })
-            .collect(),
-    );
+    let warm = signed_bodies(10_000_000, 500);
     closed_loop(url, warm, concurrency).await;
-    let bodies: Arc<Vec<_>> = Arc::new(
-        (0..requests)
-            .map(event)
-            .map(|b| {
-                let s = signed(&b);
-                (b, s)
-            })
-            .collect(),
-    );
+    let bodies = signed_bodies(0, requests);
     let (ticks_before, _) = tree_stats(pid);
     let load = closed_loop(url, bodies, concurrency).await;
     let (ticks_after, rss_kib) = tree_stats(pid);
@@ -335,15 +359,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     eprintln!("▶ bridge at half its peak rate ({:.0}/s)", bridge_result.per_second / 2.0);
     let half_rate = bridge_result.per_second / 2.0;
     let half_count = ((half_rate * 10.0) as usize).clamp(1000, cli.requests);
-    let bodies: Arc<Vec<_>> = Arc::new(
-        (0..half_count)
-            .map(|n| event(20_000_000 + n))
-            .map(|b| {
-                let s = signed(&b);
-                (b, s)
-            })
-            .collect(),
-    );
+    let bodies = signed_bodies(20_000_000, half_count);
     let half = open_loop(&bridge_url, bodies, half_rate).await;
     // Overload: a bridge taking at most MAX_IN_FLIGHT deliveries at once,
     // eight times as many connections; the rest must be refused at once
@@ -357,15 +373,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         &bridge_config(overload_port, &format!("max_in_flight = {MAX_IN_FLIGHT}\n")),
     )?;
     wait_http(&format!("http://127.0.0.1:{overload_port}/healthz")).await?;
-    let overload_bodies: Arc<Vec<_>> = Arc::new(
-        (0..cli.requests)
-            .map(|n| event(30_000_000 + n))
-            .map(|b| {
-                let s = signed(&b);
-                (b, s)
-            })
-            .collect(),
-    );
+    let overload_bodies = signed_bodies(30_000_000, cli.requests);
     let overload_url = format!("http://127.0.0.1:{overload_port}/webhooks/stripe");
     let overload = closed_loop(&overload_url, overload_bodies, overload_connections).await;
     let (_, overload_rss_kib) = tree_stats(overloaded.0.id());
@@ -380,16 +388,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         overload_rss_kib as f64 / 1024.0
     );
     results.push(bridge_result.clone());
-    results.push(Measured {
-        name: "bridge at half of peak (open loop)".into(),
-        requests: half_count,
-        concurrency: 0,
-        per_second: half_count as f64 / half.elapsed.as_secs_f64(),
-        p50_ms: percentile(&half.latencies_us, 0.5),
-        p99_ms: percentile(&half.latencies_us, 0.99),
-        errors: half.errors,
-        ..Default::default()
-    });
+    results.push(half.open_loop_row("bridge at half of peak (open loop)", half_count));
     drop(bridge);
 
     // 2. The Kafka limit: the bridge's own records, re-sent by a bare producer.
@@ -437,25 +436,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     );
     // The same open loop as the bridge's half-peak run, against a server
     // that does nothing: the latency the load generator itself adds.
-    let bodies: Arc<Vec<_>> = Arc::new(
-        (0..half_count)
-            .map(|n| event(40_000_000 + n))
-            .map(|b| {
-                let s = signed(&b);
-                (b, s)
-            })
-            .collect(),
-    );
+    let bodies = signed_bodies(40_000_000, half_count);
     let baseline = open_loop(&http_url, bodies, half_rate).await;
-    results.push(Measured {
-        name: "HTTP limit at the bridge's half-peak rate (open loop)".into(),
-        requests: half_count,
-        per_second: half_count as f64 / baseline.elapsed.as_secs_f64(),
-        p50_ms: percentile(&baseline.latencies_us, 0.5),
-        p99_ms: percentile(&baseline.latencies_us, 0.99),
-        errors: baseline.errors,
-        ..Default::default()
-    });
+    results.push(baseline.open_loop_row("HTTP limit at the bridge's half-peak rate (open loop)", half_count));
     drop(server);
 
     // 4. The do-it-yourself Python peer.
