@@ -44,19 +44,8 @@ fn config_on_port(stack: &Stack, port: u16, extra_server: &str) -> std::path::Pa
     path
 }
 
-fn stripe_body(id: &str) -> Vec<u8> {
-    let mut event = sample("stripe/payment_intent.succeeded.json");
-    event["id"] = id.into();
-    serde_json::to_vec(&event).expect("json")
-}
-
 async fn send(client: &reqwest::Client, url: &str, body: Vec<u8>) -> Option<u16> {
-    let headers = stripe_headers(&body, STRIPE_SECRET, now());
-    let mut request = client.post(format!("{url}/webhooks/stripe")).body(body);
-    for (name, value) in headers {
-        request = request.header(name, value);
-    }
-    request.send().await.ok().map(|r| r.status().as_u16())
+    signed_stripe_post(client, url, body).send().await.ok().map(|r| r.status().as_u16())
 }
 
 #[tokio::test(flavor = "multi_thread")]

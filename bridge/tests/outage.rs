@@ -48,13 +48,7 @@ async fn thirty_second_broker_outage_on_durable_storage_loses_nothing_acknowledg
         load.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let id = format!("evt_outage_{}", next.fetch_add(1, Ordering::Relaxed));
-                let mut event = sample("stripe/payment_intent.succeeded.json");
-                event["id"] = id.clone().into();
-                let body = serde_json::to_vec(&event).expect("json");
-                let mut request = client.post(format!("{url}/webhooks/stripe")).body(body.clone());
-                for (name, value) in stripe_headers(&body, STRIPE_SECRET, now()) {
-                    request = request.header(name, value);
-                }
+                let request = signed_stripe_post(&client, &url, stripe_body(&id));
                 let response = request.send().await.expect("the bridge stays up and answers");
                 let retry_after =
                     response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);

@@ -327,6 +327,23 @@ pub fn sample(name: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("sample")).expect("sample JSON")
 }
 
+/// The Stripe `payment_intent.succeeded` sample with event id `id`.
+pub fn stripe_body(id: &str) -> Vec<u8> {
+    let mut event = sample("stripe/payment_intent.succeeded.json");
+    event["id"] = id.into();
+    serde_json::to_vec(&event).expect("json")
+}
+
+/// A POST of `body` to `{url}/webhooks/stripe`, signed now with the stripe source's secret.
+pub fn signed_stripe_post(client: &reqwest::Client, url: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
+    let headers = stripe_headers(&body, STRIPE_SECRET, now());
+    let mut request = client.post(format!("{url}/webhooks/stripe")).body(body);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    request
+}
+
 pub fn stripe_headers(body: &[u8], secret: &str, at: i64) -> Vec<(&'static str, String)> {
     let t = at.to_string();
     let signature = hex_mac(Algorithm::Sha256, secret.as_bytes(), &[t.as_bytes(), b".", body]);
