@@ -113,12 +113,12 @@ pub struct Typed {
 }
 
 impl Typed {
-    fn new(version: CatalogVersion) -> Result<Self, apache_avro::Error> {
-        Ok(Self {
+    fn new(version: CatalogVersion) -> Self {
+        Self {
             transcoder: Transcoder::new(version.payload.clone()),
             text: version.envelope_text.clone().into(),
             version,
-        })
+        }
     }
 }
 
@@ -368,7 +368,7 @@ impl App {
         Ok(Arc::new(Self {
             in_flight: tokio::sync::Semaphore::new(config.server.max_in_flight.max(1)),
             admin_token,
-            typed: typed_schemas(&catalog)?,
+            typed: typed_schemas(&catalog),
             catalog,
             sources,
             schema_ids: SchemaIds::new(schemas::client::RegistryClient::new(&config.registry.url)),
@@ -815,7 +815,7 @@ impl Source {
             config: config.clone(),
             verifier,
             catalog_source,
-            generic: Arc::new(Typed::new(generic)?),
+            generic: Arc::new(Typed::new(generic)),
             verify_token,
             rate_limit: config.rate_limit_per_sec.map(RateLimit::new),
         })
@@ -823,15 +823,15 @@ impl Source {
 }
 
 /// Prepares every typed schema of the catalog for encoding.
-pub fn typed_schemas(catalog: &Catalog) -> anyhow::Result<HashMap<(String, String, u32), Arc<Typed>>> {
+pub fn typed_schemas(catalog: &Catalog) -> HashMap<(String, String, u32), Arc<Typed>> {
     let mut typed = HashMap::new();
     for event in catalog.events() {
         for version in &event.versions {
             typed.insert(
                 (event.source.clone(), event.event.clone(), version.version),
-                Arc::new(Typed::new(version.clone())?),
+                Arc::new(Typed::new(version.clone())),
             );
         }
     }
-    Ok(typed)
+    typed
 }

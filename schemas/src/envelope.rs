@@ -114,8 +114,7 @@ pub fn frame_delivery(schema_id: crate::wire::SchemaId, envelope: &Envelope, pay
     use crate::transcode::{write_bytes, write_long};
     let raw_len = envelope.raw.as_ref().map_or(0, String::len);
     let mut out = Vec::with_capacity(crate::wire::HEADER_LEN + 256 + raw_len + payload_avro.len());
-    out.push(crate::wire::MAGIC_BYTE);
-    out.extend_from_slice(&schema_id.to_be_bytes());
+    out.extend_from_slice(&crate::wire::header(schema_id));
     write_bytes(&mut out, envelope.delivery_id.as_bytes());
     write_bytes(&mut out, envelope.source.as_bytes());
     write_bytes(&mut out, envelope.event_type.as_bytes());

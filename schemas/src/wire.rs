@@ -28,10 +28,15 @@ pub enum WireError {
 /// Prepends the 5-byte header for `id` to `avro_body`.
 pub fn frame(id: SchemaId, avro_body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + avro_body.len());
-    out.push(MAGIC_BYTE);
-    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&header(id));
     out.extend_from_slice(avro_body);
     out
+}
+
+/// The 5-byte header for `id`: the magic byte, then the id big-endian.
+pub fn header(id: SchemaId) -> [u8; HEADER_LEN] {
+    let [a, b, c, d] = id.to_be_bytes();
+    [MAGIC_BYTE, a, b, c, d]
 }
 
 /// Splits a framed record into its schema id and its Avro body.
