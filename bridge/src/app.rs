@@ -172,7 +172,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/webhooks/{source}", post(receive).get(subscribe))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .route("/metrics", get(|State(app): State<Arc<App>>| async move { app.metrics.render() }))
+        .route("/metrics", get(metrics))
         .route("/admin/deliveries/{source}/{delivery_id}", get(lookup_delivery))
         // The webhook route enforces the limit itself (413 with a reason).
         .layer(DefaultBodyLimit::max(limit.saturating_add(1)))
@@ -229,6 +229,20 @@ pub fn delivery_json(record: &DeliveryRecord) -> Value {
         "offset": record.offset,
         "trace_id": record.trace_id,
     })
+}
+
+/// `GET /metrics`: the counters and histograms, and how many deliveries the
+/// deduplication window holds in memory.
+async fn metrics(State(app): State<Arc<App>>) -> String {
+    use std::fmt::Write;
+    let mut out = app.metrics.render();
+    let _ = writeln!(
+        out,
+        "# HELP bridge_dedup_window_deliveries Deliveries remembered for deduplication (dedup.window_secs).\n\
+         # TYPE bridge_dedup_window_deliveries gauge\nbridge_dedup_window_deliveries {}",
+        app.deliveries.len()
+    );
+    out
 }
 
 async fn ready(State(app): State<Arc<App>>) -> Response {

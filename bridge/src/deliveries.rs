@@ -5,9 +5,18 @@
 //! compacted topic (`_bridge_deliveries`), keyed `source/delivery-id`, with
 //! where it landed. On start the topic is read from the beginning, and a
 //! background task keeps reading it, so several bridge instances share one
-//! view. The record is written after the delivery's own record is
-//! acknowledged: a crash between the two costs at most one duplicate on
-//! redelivery, never a loss.
+//! view; each skips the records it wrote itself (header `bridge_instance`).
+//! The record is written after the delivery's own record is acknowledged: a
+//! crash between the two costs at most one duplicate on redelivery, never a
+//! loss.
+//!
+//! The view holds every delivery of the window (3 days by default) in
+//! memory, so it is built for size and for steady latency: a delivery is
+//! keyed by 128 bits of the SHA-256 of `source/delivery-id` (a false
+//! duplicate would need a collision of those), its entry is about 80 bytes
+//! (the strings all deliveries of a topic share are held once), and the view
+//! is split into shards with a lock each, so growing or pruning one never
+//! stalls the deliveries of the others.
 //!
 //! Two copies of the same delivery racing each other: the first holds an
 //! in-flight mark; the second is answered 409 with `Retry-After` and, retried,
@@ -15,10 +24,12 @@
 
 use crate::sink::KafkaSink;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,13 +68,155 @@ pub struct DeliveryRecord {
 }
 
 impl DeliveryRecord {
+    /// The record's key in the log's topic.
     fn key(&self) -> String {
-        key(&self.source, &self.delivery_id)
+        format!("{}/{}", self.source, self.delivery_id)
     }
 }
 
-fn key(source: &str, delivery_id: &str) -> String {
-    format!("{source}/{delivery_id}")
+/// The header naming the bridge process that wrote a log record: each
+/// process skips its own records when it tails the log (it put them in its
+/// view when it wrote them) and reads only other instances'.
+const WRITER_HEADER: &str = "bridge_instance";
+
+/// Shards of the view, each behind its own lock.
+const SHARDS: usize = 16;
+
+/// 128 bits of the SHA-256 of `source/delivery-id`: the view's key.
+type Digest = u128;
+
+fn digest(source: &str, delivery_id: &str) -> Digest {
+    let hash = sha2::Sha256::new().chain_update(source).chain_update(b"/").chain_update(delivery_id).finalize();
+    let mut first = [0; 16];
+    first.copy_from_slice(&hash[..16]);
+    u128::from_le_bytes(first)
+}
+
+/// Hashes a [`Digest`] by taking its low bits: it is a hash already.
+#[derive(Debug, Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes.iter().take(8) {
+            self.0 = (self.0 << 8) | u64::from(byte);
+        }
+    }
+    fn write_u128(&mut self, value: u128) {
+        self.0 = value as u64;
+    }
+}
+
+type DigestMap<V> = HashMap<Digest, V, BuildHasherDefault<DigestHasher>>;
+
+/// Where a delivery went and what it was: shared by every delivery of one
+/// topic, event type, outcome and origin, so held once.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Landing {
+    outcome: Box<str>,
+    topic: Box<str>,
+    event_type: Option<Box<str>>,
+    origin: Option<Box<str>>,
+}
+
+/// What the view keeps of one delivery.
+#[derive(Debug)]
+struct Remembered {
+    received_at_ms: i64,
+    landing: Arc<Landing>,
+    partition: i32,
+    offset: i64,
+    schema_id: Option<u32>,
+    schema_version: Option<u32>,
+    trace_id: Option<[u8; 16]>,
+}
+
+/// One shard of the view: deliveries within the window, deliveries in flight.
+#[derive(Debug, Default)]
+struct Shard {
+    seen: DigestMap<Remembered>,
+    in_flight: HashSet<Digest, BuildHasherDefault<DigestHasher>>,
+    landings: HashSet<Arc<Landing>>,
+}
+
+impl Shard {
+    fn remember(&mut self, digest: Digest, record: &DeliveryRecord) {
+        let landing = Landing {
+            outcome: record.outcome.as_str().into(),
+            topic: record.topic.as_str().into(),
+            event_type: record.event_type.as_deref().map(Into::into),
+            origin: record.origin.as_deref().map(Into::into),
+        };
+        let landing = match self.landings.get(&landing) {
+            Some(shared) => shared.clone(),
+            None => {
+                let shared = Arc::new(landing);
+                self.landings.insert(shared.clone());
+                shared
+            }
+        };
+        let trace_id = record.trace_id.as_deref().and_then(|t| {
+            let mut bytes = [0; 16];
+            hex::decode_to_slice(t, &mut bytes).ok().map(|()| bytes)
+        });
+        self.seen.insert(
+            digest,
+            Remembered {
+                received_at_ms: record.received_at_ms,
+                landing,
+                partition: record.partition,
+                offset: record.offset,
+                schema_id: record.schema_id,
+                schema_version: record.schema_version,
+                trace_id,
+            },
+        );
+    }
+
+    fn record(&self, digest: Digest, source: &str, delivery_id: &str) -> Option<DeliveryRecord> {
+        let r = self.seen.get(&digest)?;
+        Some(DeliveryRecord {
+            source: source.to_owned(),
+            delivery_id: delivery_id.to_owned(),
+            received_at_ms: r.received_at_ms,
+            outcome: r.landing.outcome.to_string(),
+            topic: r.landing.topic.to_string(),
+            partition: r.partition,
+            offset: r.offset,
+            event_type: r.landing.event_type.as_deref().map(str::to_owned),
+            schema_id: r.schema_id,
+            schema_version: r.schema_version,
+            trace_id: r.trace_id.map(hex::encode),
+            origin: r.landing.origin.as_deref().map(str::to_owned),
+        })
+    }
+
+    /// Forgets entries older than the window, and landings none points to any more.
+    fn prune(&mut self, now_ms: i64, window_ms: i64) {
+        self.seen.retain(|_, r| now_ms - r.received_at_ms <= window_ms);
+        self.landings.retain(|l| Arc::strong_count(l) > 1);
+    }
+}
+
+/// The view, sharded by digest.
+#[derive(Debug)]
+struct View {
+    shards: [Mutex<Shard>; SHARDS],
+}
+
+impl View {
+    fn shard(&self, digest: Digest) -> std::sync::MutexGuard<'_, Shard> {
+        self.shards[(digest >> 64) as usize % SHARDS].lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Default for View {
+    fn default() -> Self {
+        Self { shards: std::array::from_fn(|_| Mutex::default()) }
+    }
 }
 
 /// The log and its in-memory view.
@@ -71,20 +224,21 @@ fn key(source: &str, delivery_id: &str) -> String {
 pub struct DeliveryLog {
     topic: String,
     window_ms: i64,
-    seen: Arc<Mutex<HashMap<String, DeliveryRecord>>>,
-    in_flight: Arc<Mutex<HashSet<String>>>,
+    /// This process's id in the [`WRITER_HEADER`] of the records it writes.
+    instance: Arc<str>,
+    view: Arc<View>,
 }
 
 /// Marks a delivery in flight until dropped.
 #[derive(Debug)]
 pub struct InFlight {
-    key: String,
-    set: Arc<Mutex<HashSet<String>>>,
+    digest: Digest,
+    view: Arc<View>,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.set.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.key);
+        self.view.shard(self.digest).in_flight.remove(&self.digest);
     }
 }
 
@@ -108,6 +262,9 @@ impl DeliveryLog {
             .set("group.id", "bridge-delivery-log")
             .set("enable.auto.commit", "false")
             .set("fetch.wait.max.ms", "50")
+            // librdkafka prefetches up to 64 MiB per partition by default;
+            // the log's records are a few hundred bytes, read as they come.
+            .set("queued.max.messages.kbytes", "2048")
             .create()?;
         let mut assignment = TopicPartitionList::new();
         assignment.add_partition_offset(topic, 0, Offset::Beginning)?;
@@ -116,8 +273,8 @@ impl DeliveryLog {
         let log = Self {
             topic: topic.to_owned(),
             window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
-            seen: Arc::default(),
-            in_flight: Arc::default(),
+            instance: uuid::Uuid::new_v4().simple().to_string().into(),
+            view: Arc::default(),
         };
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(log.clone().tail(consumer, high, ready_tx));
@@ -137,10 +294,11 @@ impl DeliveryLog {
         loop {
             match consumer.recv().await {
                 Ok(message) => {
-                    if let Some(record) =
-                        message.payload().and_then(|p| serde_json::from_slice::<DeliveryRecord>(p).ok())
+                    if !self.written_here(&message)
+                        && let Some(record) =
+                            message.payload().and_then(|p| serde_json::from_slice::<DeliveryRecord>(p).ok())
                     {
-                        self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(record.key(), record);
+                        self.remember(&record);
                     }
                     if message.offset() + 1 >= high
                         && let Some(ready) = ready.take()
@@ -156,38 +314,125 @@ impl DeliveryLog {
         }
     }
 
+    /// Whether this process wrote the record (and so already has it in its view).
+    fn written_here(&self, message: &impl Message) -> bool {
+        message.headers().is_some_and(|headers| {
+            headers.iter().any(|h| h.key == WRITER_HEADER && h.value == Some(self.instance.as_bytes()))
+        })
+    }
+
+    fn remember(&self, record: &DeliveryRecord) {
+        let digest = digest(&record.source, &record.delivery_id);
+        self.view.shard(digest).remember(digest, record);
+    }
+
     /// Admits a delivery received at `now_ms`, or says it is a duplicate or in flight.
     pub fn admit(&self, source: &str, delivery_id: &str, now_ms: i64) -> Admission {
-        let key = key(source, delivery_id);
-        if let Some(record) = self.seen.lock().unwrap_or_else(|e| e.into_inner()).get(&key)
-            && now_ms - record.received_at_ms <= self.window_ms
+        let digest = digest(source, delivery_id);
+        let mut shard = self.view.shard(digest);
+        if shard.seen.get(&digest).is_some_and(|r| now_ms - r.received_at_ms <= self.window_ms)
+            && let Some(record) = shard.record(digest, source, delivery_id)
         {
-            return Admission::Duplicate(record.clone());
+            return Admission::Duplicate(record);
         }
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        if !in_flight.insert(key.clone()) {
+        if !shard.in_flight.insert(digest) {
             return Admission::InFlight;
         }
-        Admission::New(InFlight { key, set: self.in_flight.clone() })
+        Admission::New(InFlight { digest, view: self.view.clone() })
     }
 
     /// Records a delivery as done: in memory at once, in Kafka without waiting.
     pub fn record(&self, sink: &KafkaSink, record: DeliveryRecord) {
-        let key = record.key();
         if let Ok(value) = serde_json::to_vec(&record) {
-            sink.produce_detached(&self.topic, key.as_bytes(), &value);
+            sink.produce_detached(&self.topic, record.key().as_bytes(), &value, (WRITER_HEADER, &self.instance));
         }
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(key, record);
+        self.remember(&record);
     }
 
     /// What the log knows of a delivery (for lookups).
     pub fn get(&self, source: &str, delivery_id: &str) -> Option<DeliveryRecord> {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).get(&key(source, delivery_id)).cloned()
+        let digest = digest(source, delivery_id);
+        self.view.shard(digest).record(digest, source, delivery_id)
     }
 
-    /// Forgets deliveries older than the window (called periodically).
+    /// How many deliveries the view holds.
+    #[expect(clippy::len_without_is_empty, reason = "a gauge, not a collection")]
+    pub fn len(&self) -> usize {
+        self.view.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).seen.len()).sum()
+    }
+
+    /// Forgets deliveries older than the window (called periodically), one shard at a time.
     pub fn prune(&self, now_ms: i64) {
-        let window = self.window_ms;
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, r| now_ms - r.received_at_ms <= window);
+        for shard in &self.view.shards {
+            shard.lock().unwrap_or_else(|e| e.into_inner()).prune(now_ms, self.window_ms);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(delivery_id: &str, received_at_ms: i64, trace_id: Option<&str>) -> DeliveryRecord {
+        DeliveryRecord {
+            source: "stripe".into(),
+            delivery_id: delivery_id.into(),
+            received_at_ms,
+            outcome: "produced".into(),
+            topic: "webhooks.stripe.charge.refunded".into(),
+            partition: 2,
+            offset: 41,
+            event_type: Some("charge.refunded".into()),
+            schema_id: Some(7),
+            schema_version: Some(2),
+            trace_id: trace_id.map(str::to_owned),
+            origin: Some("webhook".into()),
+        }
+    }
+
+    fn log(window_ms: i64) -> DeliveryLog {
+        DeliveryLog { topic: "t".into(), window_ms, instance: "me".into(), view: Arc::default() }
+    }
+
+    #[test]
+    fn remembers_a_record_as_written_and_shares_its_landing() {
+        let log = log(1_000);
+        let first = record("evt_1", 10, Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        log.remember(&first);
+        log.remember(&record("evt_2", 20, Some("not hex")));
+        assert_eq!(log.get("stripe", "evt_1"), Some(first));
+        assert_eq!(log.get("stripe", "evt_2").and_then(|r| r.trace_id), None);
+        assert_eq!(log.get("github", "evt_1"), None);
+        assert_eq!(log.len(), 2);
+        let landings: usize =
+            log.view.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).landings.len()).sum();
+        assert!(landings <= 2, "one landing per shard holding deliveries of one topic, found {landings}");
+    }
+
+    #[test]
+    fn admits_once_then_answers_in_flight_then_duplicate_within_the_window() {
+        let log = log(1_000);
+        let Admission::New(mark) = log.admit("stripe", "evt_1", 100) else { panic!("a new delivery is admitted") };
+        assert!(matches!(log.admit("stripe", "evt_1", 100), Admission::InFlight));
+        log.remember(&record("evt_1", 100, None));
+        drop(mark);
+        assert!(matches!(log.admit("stripe", "evt_1", 1_100), Admission::Duplicate(r) if r.offset == 41));
+        assert!(matches!(log.admit("stripe", "evt_1", 1_101), Admission::New(_)), "past the window it is new");
+    }
+
+    #[test]
+    fn prune_forgets_what_is_older_than_the_window() {
+        let log = log(1_000);
+        for n in 0..100 {
+            log.remember(&record(&format!("evt_{n}"), n * 100, None));
+        }
+        log.prune(10_000);
+        assert_eq!(log.len(), 10, "received at 9 000 ms … 9 900 ms, within 1 s of 10 000 ms");
+        assert!(log.get("stripe", "evt_89").is_none() && log.get("stripe", "evt_90").is_some());
+        log.prune(1_000_000);
+        assert_eq!(log.len(), 0);
+        let landings: usize =
+            log.view.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).landings.len()).sum();
+        assert_eq!(landings, 0, "landings nobody points to are dropped too");
     }
 }

@@ -8,11 +8,17 @@ use schemas::client::{ClientError, RegistryClient};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-/// The cache in front of the registry.
+/// A schema text and the id the registry gave it.
+type Registered = (Arc<str>, u32);
+
+/// The cache in front of the registry: per subject, the schemas asked for
+/// and their ids. A subject has a handful of versions, each one `Arc` shared
+/// by every delivery of it, so a lookup hashes the subject and compares
+/// pointers, never the schema text (several KB).
 #[derive(Debug)]
 pub struct SchemaIds {
     client: RegistryClient,
-    cache: RwLock<HashMap<(String, Arc<str>), u32>>,
+    cache: RwLock<HashMap<String, Vec<Registered>>>,
 }
 
 impl SchemaIds {
@@ -28,12 +34,22 @@ impl SchemaIds {
 
     /// The id of `schema` under `subject`, registering it if needed.
     pub async fn id_for(&self, subject: &str, schema: &Arc<str>) -> Result<u32, ClientError> {
-        let key = (subject.to_owned(), schema.clone());
-        if let Some(id) = self.cache.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
-            return Ok(*id);
+        if let Some(id) = self.cached(subject, schema) {
+            return Ok(id);
         }
         let id = self.client.register(subject, schema).await?;
-        self.cache.write().unwrap_or_else(|e| e.into_inner()).insert(key, id);
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        cache.entry(subject.to_owned()).or_default().push((schema.clone(), id));
         Ok(id)
+    }
+
+    fn cached(&self, subject: &str, schema: &Arc<str>) -> Option<u32> {
+        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        let known = cache.get(subject)?;
+        known
+            .iter()
+            .find(|(text, _)| Arc::ptr_eq(text, schema))
+            .or_else(|| known.iter().find(|(text, _)| text == schema))
+            .map(|(_, id)| *id)
     }
 }

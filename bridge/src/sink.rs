@@ -5,7 +5,7 @@
 
 use crate::config::KafkaConfig;
 use rdkafka::ClientConfig;
-use rdkafka::message::OwnedHeaders;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use std::collections::HashSet;
@@ -121,8 +121,9 @@ impl KafkaSink {
 
     /// Sends a record without waiting for the acknowledgement (bookkeeping
     /// records whose loss costs at most a duplicate).
-    pub fn produce_detached(&self, topic: &str, key: &[u8], payload: &[u8]) {
-        let record = FutureRecord::<[u8], [u8]>::to(topic).key(key).payload(payload);
+    pub fn produce_detached(&self, topic: &str, key: &[u8], payload: &[u8], header: (&str, &str)) {
+        let headers = OwnedHeaders::new_with_capacity(1).insert(Header { key: header.0, value: Some(header.1) });
+        let record = FutureRecord::<[u8], [u8]>::to(topic).key(key).payload(payload).headers(headers);
         match self.producer.send_result(record) {
             Ok(delivery) => {
                 tokio::spawn(async move {
