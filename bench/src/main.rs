@@ -221,15 +221,84 @@ async fn closed_loop(url: &str, bodies: Arc<Vec<(Vec<u8>, String)>>, concurrency
 /// Sends `bodies` at a fixed rate (open loop), measuring each answer from its scheduled start.
 async fn open_loop(url: &str, bodies: Arc<Vec<(Vec<u8>, String)>>, per_second: f64) -> Load {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap_or_default();
+    let url: Arc<str> = url.into();
+    paced(bodies.len(), per_second, move |i| {
+        let (client, bodies, url) = (client.clone(), bodies.clone(), url.clone());
+        async move {
+            let (body, signature) = &bodies[i];
+            post_signed(&client, &url, body, signature).await
+        }
+    })
+    .await
+}
+
+/// Produces `records` at a fixed rate, measuring each acknowledgement from its scheduled send.
+async fn produce_open_loop(
+    producer: &FutureProducer,
+    topic: &str,
+    records: Vec<(Vec<u8>, Vec<u8>)>,
+    per_second: f64,
+) -> Load {
+    let records = Arc::new(records);
+    let (producer, topic): (_, Arc<str>) = (producer.clone(), topic.into());
+    paced(records.len(), per_second, move |i| {
+        let (producer, records, topic) = (producer.clone(), records.clone(), topic.clone());
+        async move {
+            let (key, value) = &records[i];
+            let record = FutureRecord::to(&topic).key(key.as_slice()).payload(value.as_slice());
+            if producer.send(record, Duration::from_secs(30)).await.is_ok() { 200 } else { 503 }
+        }
+    })
+    .await
+}
+
+/// Produces `records` from `concurrency` senders, each sending its next when the last is acknowledged.
+async fn produce_closed_loop(
+    producer: &FutureProducer,
+    topic: &str,
+    records: Vec<(Vec<u8>, Vec<u8>)>,
+    concurrency: usize,
+) -> Load {
+    let records = Arc::new(records);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let senders = (0..concurrency).map(|_| {
+        let (producer, records, next, topic) = (producer.clone(), records.clone(), next.clone(), topic.to_owned());
+        tokio::spawn(async move {
+            let mut load = Load::empty();
+            while let Some((key, value)) = records.get(next.fetch_add(1, Ordering::Relaxed)) {
+                let sent = Instant::now();
+                let record = FutureRecord::to(&topic).key(key.as_slice()).payload(value.as_slice());
+                let status = if producer.send(record, Duration::from_secs(30)).await.is_ok() { 200 } else { 503 };
+                load.record(sent.elapsed().as_micros() as u64, status);
+            }
+            load
+        })
+    });
+    let mut load = Load::empty();
+    for sender in futures::future::join_all(senders).await.into_iter().flatten() {
+        load.merge(sender);
+    }
+    load.elapsed = started.elapsed();
+    load.latencies_us.sort_unstable();
+    load
+}
+
+/// Starts `send(i)` for i in `0..count` at `per_second` (open loop); each
+/// latency runs from the scheduled start, so a stall delays every later send.
+async fn paced<F, Fut>(count: usize, per_second: f64, send: F) -> Load
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = u16> + Send + 'static,
+{
     let started = tokio::time::Instant::now();
-    let mut tasks = Vec::with_capacity(bodies.len());
-    for i in 0..bodies.len() {
+    let mut tasks = Vec::with_capacity(count);
+    for i in 0..count {
         let at = started + Duration::from_secs_f64(i as f64 / per_second);
-        let (client, bodies, url) = (client.clone(), bodies.clone(), url.to_owned());
+        let sending = send(i);
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(at).await;
-            let (body, signature) = &bodies[i];
-            let status = post_signed(&client, &url, body, signature).await;
+            let status = sending.await;
             (at.elapsed().as_micros() as u64, status)
         }));
     }
@@ -242,6 +311,74 @@ async fn open_loop(url: &str, bodies: Arc<Vec<(Vec<u8>, String)>>, per_second: f
     load.elapsed = started.elapsed();
     load.latencies_us.sort_unstable();
     load
+}
+
+/// The bridge's own latency histograms (`/metrics`), summed over their
+/// series: receipt to answer, and produce to the broker's acknowledgement.
+#[derive(Debug, Default)]
+struct BridgeHistograms {
+    /// Cumulative counts at each `le` bound (seconds), `+Inf` last.
+    answer: Vec<(f64, u64)>,
+    broker_ack: Vec<(f64, u64)>,
+}
+
+impl BridgeHistograms {
+    async fn scrape(url: &str) -> Self {
+        let text = match reqwest::get(url).await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        Self {
+            answer: Self::buckets(&text, "bridge_ack_latency_seconds_bucket"),
+            broker_ack: Self::buckets(&text, "bridge_produce_latency_seconds_bucket"),
+        }
+    }
+
+    fn buckets(text: &str, name: &str) -> Vec<(f64, u64)> {
+        let mut sums: Vec<(f64, u64)> = Vec::new();
+        for line in text.lines().filter(|l| l.starts_with(name)) {
+            let Some((labels, count)) = line.rsplit_once(' ') else { continue };
+            let Some(bound) = labels.split("le=\"").nth(1).and_then(|b| b.split('"').next()) else { continue };
+            let bound = if bound == "+Inf" { f64::INFINITY } else { bound.parse().unwrap_or(f64::NAN) };
+            let count: u64 = count.parse().unwrap_or(0);
+            match sums.iter_mut().find(|(b, _)| *b == bound) {
+                Some((_, sum)) => *sum += count,
+                None => sums.push((bound, count)),
+            }
+        }
+        sums
+    }
+
+    /// What was observed after `before` was scraped.
+    fn since(&self, before: &Self) -> Self {
+        let diff = |now: &[(f64, u64)], then: &[(f64, u64)]| {
+            now.iter()
+                .map(|(bound, n)| (*bound, n - then.iter().find(|(b, _)| b == bound).map_or(0, |(_, m)| (*m).min(*n))))
+                .collect()
+        };
+        Self { answer: diff(&self.answer, &before.answer), broker_ack: diff(&self.broker_ack, &before.broker_ack) }
+    }
+
+    /// The smallest bucket bound holding at least `q` of the observations, in ms.
+    fn quantile_bound_ms(buckets: &[(f64, u64)], q: f64) -> String {
+        let total = buckets.last().map_or(0, |(_, n)| *n);
+        match buckets.iter().find(|(_, n)| *n as f64 >= q * total as f64) {
+            _ if total == 0 => "-".into(),
+            Some((bound, _)) if bound.is_finite() => format!("≤ {:.0}", bound * 1000.0),
+            _ => "> 30 000".into(),
+        }
+    }
+
+    fn line(&self) -> String {
+        let q = |buckets: &[(f64, u64)], q: f64| Self::quantile_bound_ms(buckets, q);
+        format!(
+            "half of peak, the bridge's own histograms: answer p50 {} ms, p99 {} ms; broker ack p50 {} ms, p99 {} ms",
+            q(&self.answer, 0.5),
+            q(&self.answer, 0.99),
+            q(&self.broker_ack, 0.5),
+            q(&self.broker_ack, 0.99)
+        )
+    }
 }
 
 /// CPU ticks (user + system) and peak RSS (KiB) of a process.
@@ -271,6 +408,11 @@ fn tree_stats(pid: u32) -> (u64, u64) {
 
 const TICKS_PER_SECOND: f64 = 100.0;
 
+/// CPU µs per request from clock ticks spent on `requests`.
+fn cpu_us(ticks: u64, requests: usize) -> f64 {
+    ticks as f64 / TICKS_PER_SECOND * 1e6 / requests.max(1) as f64
+}
+
 async fn measure_server(name: &str, url: &str, pid: u32, requests: usize, concurrency: usize) -> Measured {
     let warm = signed_bodies(10_000_000, 500);
     closed_loop(url, warm, concurrency).await;
@@ -285,7 +427,7 @@ async fn measure_server(name: &str, url: &str, pid: u32, requests: usize, concur
         per_second: requests as f64 / load.elapsed.as_secs_f64(),
         p50_ms: percentile(&load.latencies_us, 0.50),
         p99_ms: percentile(&load.latencies_us, 0.99),
-        cpu_us_per_request: Some((ticks_after - ticks_before) as f64 / TICKS_PER_SECOND * 1e6 / requests as f64),
+        cpu_us_per_request: Some(cpu_us(ticks_after - ticks_before, requests)),
         peak_rss_mib: Some(rss_kib as f64 / 1024.0),
         errors: load.errors,
     }
@@ -360,7 +502,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let half_rate = bridge_result.per_second / 2.0;
     let half_count = ((half_rate * 10.0) as usize).clamp(1000, cli.requests);
     let bodies = signed_bodies(20_000_000, half_count);
+    let metrics_url = format!("http://127.0.0.1:{bridge_port}/metrics");
+    let histograms_before = BridgeHistograms::scrape(&metrics_url).await;
     let half = open_loop(&bridge_url, bodies, half_rate).await;
+    let half_split = BridgeHistograms::scrape(&metrics_url).await.since(&histograms_before).line();
     // Overload: a bridge taking at most MAX_IN_FLIGHT deliveries at once,
     // eight times as many connections; the rest must be refused at once
     // (503) with memory staying bounded.
@@ -403,6 +548,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .set("compression.type", "lz4")
         .set("linger.ms", "2")
         .create()?;
+    // The producer runs in this process: its CPU is this process's during the run.
+    let (ticks_before, _) = tree_stats(std::process::id());
     let started = Instant::now();
     let sends = records.iter().map(|(key, value)| {
         let producer = producer.clone();
@@ -413,12 +560,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     });
     let acked = futures::future::join_all(sends).await.into_iter().filter(|ok| *ok).count();
     let elapsed = started.elapsed();
+    let (ticks_after, _) = tree_stats(std::process::id());
     results.push(Measured {
         name: "Kafka limit (bare producer, same records)".into(),
         requests: records.len(),
         per_second: records.len() as f64 / elapsed.as_secs_f64(),
+        cpu_us_per_request: Some(cpu_us(ticks_after - ticks_before, records.len())),
         errors: records.len() - acked,
         ..Default::default()
+    });
+    // The same records with as many in flight as the bridge has connections:
+    // the batches the bridge's producer sees, so its CPU per record is the
+    // Kafka part of the bridge's own.
+    let (ticks_before, _) = tree_stats(std::process::id());
+    let shaped = produce_closed_loop(&producer, "bench.kafka-limit", records.clone(), cli.concurrency).await;
+    let (ticks_after, _) = tree_stats(std::process::id());
+    results.push(Measured {
+        name: format!("Kafka limit, {} records in flight", cli.concurrency),
+        requests: records.len(),
+        concurrency: cli.concurrency,
+        per_second: records.len() as f64 / shaped.elapsed.as_secs_f64(),
+        p50_ms: percentile(&shaped.latencies_us, 0.5),
+        p99_ms: percentile(&shaped.latencies_us, 0.99),
+        cpu_us_per_request: Some(cpu_us(ticks_after - ticks_before, records.len())),
+        errors: shaped.errors,
+        ..Default::default()
+    });
+    // The same records at the bridge's half-peak rate, each acknowledged
+    // from its scheduled send: the broker's own latency at that load.
+    let half_records: Vec<_> = records.iter().cycle().take(half_count).cloned().collect();
+    let (ticks_before, _) = tree_stats(std::process::id());
+    let broker_half = produce_open_loop(&producer, "bench.kafka-limit", half_records, half_rate).await;
+    let (ticks_after, _) = tree_stats(std::process::id());
+    results.push(Measured {
+        cpu_us_per_request: Some(cpu_us(ticks_after - ticks_before, half_count)),
+        ..broker_half.open_loop_row("Kafka limit at the bridge's half-peak rate (open loop)", half_count)
     });
 
     // 3. The HTTP limit.
@@ -451,6 +627,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 
     print_table(&results, &cli);
+    println!("{half_split}");
     println!("{overload_line}");
 
     // 5. The sync consumer.
@@ -571,14 +748,14 @@ fn print_table(results: &[Measured], cli: &Cli) {
         os()
     );
     println!(
-        "{:<52} {:>8} {:>5} {:>9} {:>8} {:>8} {:>11} {:>9} {:>6}",
+        "{:<54} {:>8} {:>5} {:>9} {:>8} {:>8} {:>11} {:>9} {:>6}",
         "scenario", "requests", "conc", "per s", "p50 ms", "p99 ms", "CPU µs/req", "RSS MiB", "errors"
     );
     for r in results {
         let opt = |v: Option<f64>, digits: usize| v.map(|v| format!("{v:.digits$}")).unwrap_or_else(|| "-".into());
         let ms = |v: f64| if v == 0.0 { "-".to_owned() } else { format!("{v:.2}") };
         println!(
-            "{:<52} {:>8} {:>5} {:>9.0} {:>8} {:>8} {:>11} {:>9} {:>6}",
+            "{:<54} {:>8} {:>5} {:>9.0} {:>8} {:>8} {:>11} {:>9} {:>6}",
             r.name,
             r.requests,
             if r.concurrency == 0 { "-".to_owned() } else { r.concurrency.to_string() },

@@ -152,7 +152,7 @@ pub struct App {
     /// Schema ids.
     pub schema_ids: SchemaIds,
     /// The producer.
-    pub sink: KafkaSink,
+    pub sink: Arc<KafkaSink>,
     /// Dedup.
     pub deliveries: DeliveryLog,
     /// Counters.
@@ -373,7 +373,7 @@ impl App {
         for (name, source) in &config.sources {
             sources.insert(name.clone(), Source::build(name, source)?);
         }
-        let sink = KafkaSink::new(&config.kafka, Duration::from_millis(config.server.ack_timeout_ms))?;
+        let sink = Arc::new(KafkaSink::new(&config.kafka, Duration::from_millis(config.server.ack_timeout_ms))?);
         let window = Duration::from_secs(config.dedup.window_secs);
         let deliveries = DeliveryLog::open(&config.kafka.brokers, &config.kafka.deliveries_topic, window)
             .await
@@ -392,6 +392,13 @@ impl App {
             clock,
             config,
         }))
+    }
+
+    /// Writes the delivery log's pending batch and waits for every record in
+    /// flight, at most `timeout` (on shutdown).
+    pub fn flush(&self, timeout: Duration) {
+        self.deliveries.write_pending(&self.sink);
+        self.sink.flush(timeout);
     }
 
     /// The internal path for events the bridge fetched itself from a

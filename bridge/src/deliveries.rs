@@ -1,14 +1,20 @@
 //! The delivery log: which deliveries the bridge has already put on Kafka,
 //! for deduplication within a window, also across restarts.
 //!
-//! Each delivery the bridge produced (or dead-lettered) is recorded in a
-//! compacted topic (`_bridge_deliveries`), keyed `source/delivery-id`, with
-//! where it landed. On start the topic is read from the beginning, and a
-//! background task keeps reading it, so several bridge instances share one
-//! view; each skips the records it wrote itself (header `bridge_instance`).
-//! The record is written after the delivery's own record is acknowledged: a
-//! crash between the two costs at most one duplicate on redelivery, never a
-//! loss.
+//! Each delivery the bridge produced (or dead-lettered) is recorded, with
+//! where it landed, in the topic `_bridge_deliveries`. The deliveries of a
+//! few milliseconds are written together as one Kafka record (a JSON array),
+//! so the log costs the broker one record per batch, not one per delivery.
+//! The topic keeps records for the dedup window and a day more
+//! (`cleanup.policy=delete`, `retention.ms`): what is older can no longer
+//! make a duplicate, so a restart reads one window, not the whole history.
+//! On start the topic is read from the beginning, and a background task
+//! keeps reading it, so several bridge instances share one view; each skips
+//! the records it wrote itself (header `bridge_instance`).
+//!
+//! A delivery is recorded after its own record is acknowledged: a crash
+//! before the batch is written costs at most a duplicate on redelivery,
+//! never a loss.
 //!
 //! The view holds every delivery of the window (3 days by default) in
 //! memory, so it is built for size and for steady latency: a delivery is
@@ -67,17 +73,24 @@ pub struct DeliveryRecord {
     pub origin: Option<String>,
 }
 
-impl DeliveryRecord {
-    /// The record's key in the log's topic.
-    fn key(&self) -> String {
-        format!("{}/{}", self.source, self.delivery_id)
-    }
-}
-
 /// The header naming the bridge process that wrote a log record: each
 /// process skips its own records when it tails the log (it put them in its
 /// view when it wrote them) and reads only other instances'.
 const WRITER_HEADER: &str = "bridge_instance";
+
+/// How long recorded deliveries wait to be written together.
+const BATCH_LINGER: Duration = Duration::from_millis(5);
+
+/// At most this many deliveries in one log record (~200 KB of JSON).
+const BATCH_MAX: usize = 500;
+
+/// A log record: a batch of deliveries, or (written by earlier versions) one.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Logged {
+    Batch(Vec<DeliveryRecord>),
+    One(DeliveryRecord),
+}
 
 /// Shards of the view, each behind its own lock.
 const SHARDS: usize = 16;
@@ -227,6 +240,8 @@ pub struct DeliveryLog {
     /// This process's id in the [`WRITER_HEADER`] of the records it writes.
     instance: Arc<str>,
     view: Arc<View>,
+    /// Recorded deliveries not yet written; a write is scheduled while it is not empty.
+    pending: Arc<Mutex<Vec<DeliveryRecord>>>,
 }
 
 /// Marks a delivery in flight until dropped.
@@ -256,7 +271,15 @@ pub enum Admission {
 impl DeliveryLog {
     /// Creates the topic if needed, reads it to its end, and keeps tailing it.
     pub async fn open(brokers: &str, topic: &str, window: Duration) -> anyhow::Result<Self> {
-        schemas::topics::ensure_topic(brokers, topic, 1, &[("cleanup.policy", "compact")]).await?;
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let retention_ms = window_ms.saturating_add(24 * 3600 * 1000).to_string();
+        schemas::topics::ensure_topic(
+            brokers,
+            topic,
+            1,
+            &[("cleanup.policy", "delete"), ("retention.ms", retention_ms.as_str())],
+        )
+        .await?;
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("group.id", "bridge-delivery-log")
@@ -272,9 +295,10 @@ impl DeliveryLog {
         let (_, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(10))?;
         let log = Self {
             topic: topic.to_owned(),
-            window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
+            window_ms,
             instance: uuid::Uuid::new_v4().simple().to_string().into(),
             view: Arc::default(),
+            pending: Arc::default(),
         };
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(log.clone().tail(consumer, high, ready_tx));
@@ -294,11 +318,15 @@ impl DeliveryLog {
         loop {
             match consumer.recv().await {
                 Ok(message) => {
-                    if !self.written_here(&message)
-                        && let Some(record) =
-                            message.payload().and_then(|p| serde_json::from_slice::<DeliveryRecord>(p).ok())
-                    {
-                        self.remember(&record);
+                    if !self.written_here(&message) {
+                        match message.payload().map(serde_json::from_slice::<Logged>) {
+                            Some(Ok(Logged::Batch(records))) => records.iter().for_each(|r| self.remember(r)),
+                            Some(Ok(Logged::One(record))) => self.remember(&record),
+                            Some(Err(error)) => {
+                                tracing::warn!(%error, topic = %self.topic, offset = message.offset(), "a delivery-log record does not parse; skipped");
+                            }
+                            None => {}
+                        }
                     }
                     if message.offset() + 1 >= high
                         && let Some(ready) = ready.take()
@@ -341,12 +369,41 @@ impl DeliveryLog {
         Admission::New(InFlight { digest, view: self.view.clone() })
     }
 
-    /// Records a delivery as done: in memory at once, in Kafka without waiting.
-    pub fn record(&self, sink: &KafkaSink, record: DeliveryRecord) {
-        if let Ok(value) = serde_json::to_vec(&record) {
-            sink.produce_detached(&self.topic, record.key().as_bytes(), &value, (WRITER_HEADER, &self.instance));
-        }
+    /// Records a delivery as done: in memory at once, in Kafka with the
+    /// other deliveries of the next few milliseconds, without waiting.
+    pub fn record(&self, sink: &Arc<KafkaSink>, record: DeliveryRecord) {
         self.remember(&record);
+        let first = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            pending.push(record);
+            pending.len() == 1
+        };
+        if first {
+            let (log, sink) = (self.clone(), sink.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(BATCH_LINGER).await;
+                log.write_pending(&sink);
+            });
+        }
+    }
+
+    /// Writes the deliveries recorded and not yet written (on shutdown, and
+    /// [`BATCH_LINGER`] after the first of a batch).
+    pub fn write_pending(&self, sink: &KafkaSink) {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        for batch in pending.chunks(BATCH_MAX) {
+            match serde_json::to_vec(batch) {
+                Ok(value) => sink.produce_detached(
+                    &self.topic,
+                    self.instance.as_bytes(),
+                    &value,
+                    (WRITER_HEADER, &self.instance),
+                ),
+                Err(error) => {
+                    tracing::warn!(%error, "delivery-log records not written; a redelivery of them may be produced twice")
+                }
+            }
+        }
     }
 
     /// What the log knows of a delivery (for lookups).
@@ -391,7 +448,13 @@ mod tests {
     }
 
     fn log(window_ms: i64) -> DeliveryLog {
-        DeliveryLog { topic: "t".into(), window_ms, instance: "me".into(), view: Arc::default() }
+        DeliveryLog {
+            topic: "t".into(),
+            window_ms,
+            instance: "me".into(),
+            view: Arc::default(),
+            pending: Arc::default(),
+        }
     }
 
     #[test]
@@ -418,6 +481,24 @@ mod tests {
         drop(mark);
         assert!(matches!(log.admit("stripe", "evt_1", 1_100), Admission::Duplicate(r) if r.offset == 41));
         assert!(matches!(log.admit("stripe", "evt_1", 1_101), Admission::New(_)), "past the window it is new");
+    }
+
+    #[test]
+    fn an_entry_of_the_window_stays_small() {
+        // Key and value as the table stores them: every byte here is held
+        // for every delivery of the window (3 days by default).
+        let entry = std::mem::size_of::<(Digest, Remembered)>();
+        assert!(entry <= 80, "a window entry grew to {entry} bytes");
+    }
+
+    #[test]
+    fn reads_batches_and_the_single_records_of_earlier_versions() {
+        let one = record("evt_1", 10, None);
+        let batch = vec![record("evt_2", 20, None), record("evt_3", 30, None)];
+        let parse = |value: Vec<u8>| serde_json::from_slice::<Logged>(&value).map_err(|e| e.to_string());
+        assert!(matches!(parse(serde_json::to_vec(&one).unwrap_or_default()), Ok(Logged::One(r)) if r == one));
+        assert!(matches!(parse(serde_json::to_vec(&batch).unwrap_or_default()), Ok(Logged::Batch(b)) if b == batch));
+        assert!(parse(b"{\"source\":\"stripe\"}".to_vec()).is_err());
     }
 
     #[test]

@@ -111,7 +111,7 @@ impl Application {
             }
         }
         prune.abort();
-        app.sink.flush(Duration::from_secs(10));
+        app.flush(Duration::from_secs(10));
         tracing::info!("bridge stopped; producer flushed");
         Ok(())
     }

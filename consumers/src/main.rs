@@ -107,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 reconciler.run(bridge::shutdown_signal()).await?;
             }
-            app.sink.flush(std::time::Duration::from_secs(10));
+            app.flush(std::time::Duration::from_secs(10));
             Ok(())
         }
     }

@@ -33,7 +33,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     bar.finish();
-    app.sink.flush(std::time::Duration::from_secs(10));
+    app.flush(std::time::Duration::from_secs(10));
     println!(
         "read {}, repaired {}, already repaired {}, still unusable {} (left on the dead-letter topic), skipped {}",
         report.read, report.repaired, report.already_repaired, report.still_unusable, report.skipped
