@@ -149,8 +149,8 @@ impl Load {
         self.unavailable += other.unavailable;
     }
 
-    /// The row of an open-loop run of `requests`.
-    fn open_loop_row(&self, name: &str, requests: usize) -> Measured {
+    /// The table row of a run of `requests` (closed-loop rows add their concurrency).
+    fn row(&self, name: &str, requests: usize) -> Measured {
         Measured {
             name: name.to_owned(),
             requests,
@@ -190,28 +190,46 @@ async fn closed_loop(url: &str, bodies: Arc<Vec<(Vec<u8>, String)>>, concurrency
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap_or_default();
+    let url: Arc<str> = url.into();
+    unpaced(bodies.len(), concurrency, move |i| {
+        let (client, bodies, url) = (client.clone(), bodies.clone(), url.clone());
+        async move {
+            let (body, signature) = &bodies[i];
+            post_signed(&client, &url, body, signature).await
+        }
+    })
+    .await
+}
+
+/// Runs `send(i)` for i in `0..count` from `concurrency` workers, each
+/// starting its next when the last is answered (closed loop).
+async fn unpaced<F, Fut>(count: usize, concurrency: usize, send: F) -> Load
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = u16> + Send + 'static,
+{
+    let send = Arc::new(send);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..concurrency {
-        let (client, next, bodies, url) = (client.clone(), next.clone(), bodies.clone(), url.to_owned());
-        workers.push(tokio::spawn(async move {
+    let workers = (0..concurrency).map(|_| {
+        let (send, next) = (send.clone(), next.clone());
+        tokio::spawn(async move {
             let mut load = Load::empty();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((body, signature)) = bodies.get(i) else { break };
+                if i >= count {
+                    break;
+                }
                 let sent = Instant::now();
-                let status = post_signed(&client, &url, body, signature).await;
+                let status = send(i).await;
                 load.record(sent.elapsed().as_micros() as u64, status);
             }
             load
-        }));
-    }
+        })
+    });
     let mut load = Load::empty();
-    for worker in workers {
-        if let Ok(worker) = worker.await {
-            load.merge(worker);
-        }
+    for worker in futures::future::join_all(workers).await.into_iter().flatten() {
+        load.merge(worker);
     }
     load.elapsed = started.elapsed();
     load.latencies_us.sort_unstable();
@@ -239,17 +257,7 @@ async fn produce_open_loop(
     records: Vec<(Vec<u8>, Vec<u8>)>,
     per_second: f64,
 ) -> Load {
-    let records = Arc::new(records);
-    let (producer, topic): (_, Arc<str>) = (producer.clone(), topic.into());
-    paced(records.len(), per_second, move |i| {
-        let (producer, records, topic) = (producer.clone(), records.clone(), topic.clone());
-        async move {
-            let (key, value) = &records[i];
-            let record = FutureRecord::to(&topic).key(key.as_slice()).payload(value.as_slice());
-            if producer.send(record, Duration::from_secs(30)).await.is_ok() { 200 } else { 503 }
-        }
-    })
-    .await
+    paced(records.len(), per_second, producing(producer, topic, records)).await
 }
 
 /// Produces `records` from `concurrency` senders, each sending its next when the last is acknowledged.
@@ -259,29 +267,25 @@ async fn produce_closed_loop(
     records: Vec<(Vec<u8>, Vec<u8>)>,
     concurrency: usize,
 ) -> Load {
+    unpaced(records.len(), concurrency, producing(producer, topic, records)).await
+}
+
+/// `send(i)` for the producer loops: produces record `i`, 200 once acknowledged, else 503.
+fn producing(
+    producer: &FutureProducer,
+    topic: &str,
+    records: Vec<(Vec<u8>, Vec<u8>)>,
+) -> impl Fn(usize) -> std::pin::Pin<Box<dyn std::future::Future<Output = u16> + Send>> + Send + Sync + 'static {
     let records = Arc::new(records);
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let senders = (0..concurrency).map(|_| {
-        let (producer, records, next, topic) = (producer.clone(), records.clone(), next.clone(), topic.to_owned());
-        tokio::spawn(async move {
-            let mut load = Load::empty();
-            while let Some((key, value)) = records.get(next.fetch_add(1, Ordering::Relaxed)) {
-                let sent = Instant::now();
-                let record = FutureRecord::to(&topic).key(key.as_slice()).payload(value.as_slice());
-                let status = if producer.send(record, Duration::from_secs(30)).await.is_ok() { 200 } else { 503 };
-                load.record(sent.elapsed().as_micros() as u64, status);
-            }
-            load
+    let (producer, topic): (_, Arc<str>) = (producer.clone(), topic.into());
+    move |i| {
+        let (producer, records, topic) = (producer.clone(), records.clone(), topic.clone());
+        Box::pin(async move {
+            let (key, value) = &records[i];
+            let record = FutureRecord::to(&topic).key(key.as_slice()).payload(value.as_slice());
+            if producer.send(record, Duration::from_secs(30)).await.is_ok() { 200 } else { 503 }
         })
-    });
-    let mut load = Load::empty();
-    for sender in futures::future::join_all(senders).await.into_iter().flatten() {
-        load.merge(sender);
     }
-    load.elapsed = started.elapsed();
-    load.latencies_us.sort_unstable();
-    load
 }
 
 /// Starts `send(i)` for i in `0..count` at `per_second` (open loop); each
@@ -421,15 +425,10 @@ async fn measure_server(name: &str, url: &str, pid: u32, requests: usize, concur
     let load = closed_loop(url, bodies, concurrency).await;
     let (ticks_after, rss_kib) = tree_stats(pid);
     Measured {
-        name: name.to_owned(),
-        requests,
         concurrency,
-        per_second: requests as f64 / load.elapsed.as_secs_f64(),
-        p50_ms: percentile(&load.latencies_us, 0.50),
-        p99_ms: percentile(&load.latencies_us, 0.99),
         cpu_us_per_request: Some(cpu_us(ticks_after - ticks_before, requests)),
         peak_rss_mib: Some(rss_kib as f64 / 1024.0),
-        errors: load.errors,
+        ..load.row(name, requests)
     }
 }
 
@@ -533,7 +532,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         overload_rss_kib as f64 / 1024.0
     );
     results.push(bridge_result.clone());
-    results.push(half.open_loop_row("bridge at half of peak (open loop)", half_count));
+    results.push(half.row("bridge at half of peak (open loop)", half_count));
     drop(bridge);
 
     // 2. The Kafka limit: the bridge's own records, re-sent by a bare producer.
@@ -576,15 +575,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let shaped = produce_closed_loop(&producer, "bench.kafka-limit", records.clone(), cli.concurrency).await;
     let (ticks_after, _) = tree_stats(std::process::id());
     results.push(Measured {
-        name: format!("Kafka limit, {} records in flight", cli.concurrency),
-        requests: records.len(),
         concurrency: cli.concurrency,
-        per_second: records.len() as f64 / shaped.elapsed.as_secs_f64(),
-        p50_ms: percentile(&shaped.latencies_us, 0.5),
-        p99_ms: percentile(&shaped.latencies_us, 0.99),
         cpu_us_per_request: Some(cpu_us(ticks_after - ticks_before, records.len())),
-        errors: shaped.errors,
-        ..Default::default()
+        ..shaped.row(&format!("Kafka limit, {} records in flight", cli.concurrency), records.len())
     });
     // The same records at the bridge's half-peak rate, each acknowledged
     // from its scheduled send: the broker's own latency at that load.
@@ -594,7 +587,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let (ticks_after, _) = tree_stats(std::process::id());
     results.push(Measured {
         cpu_us_per_request: Some(cpu_us(ticks_after - ticks_before, half_count)),
-        ..broker_half.open_loop_row("Kafka limit at the bridge's half-peak rate (open loop)", half_count)
+        ..broker_half.row("Kafka limit at the bridge's half-peak rate (open loop)", half_count)
     });
 
     // 3. The HTTP limit.
@@ -614,7 +607,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // that does nothing: the latency the load generator itself adds.
     let bodies = signed_bodies(40_000_000, half_count);
     let baseline = open_loop(&http_url, bodies, half_rate).await;
-    results.push(baseline.open_loop_row("HTTP limit at the bridge's half-peak rate (open loop)", half_count));
+    results.push(baseline.row("HTTP limit at the bridge's half-peak rate (open loop)", half_count));
     drop(server);
 
     // 4. The do-it-yourself Python peer.
