@@ -147,6 +147,26 @@ struct Remembered {
     trace_id: Option<[u8; 16]>,
 }
 
+impl Remembered {
+    /// The full record of `source`'s `delivery_id`, which this entry is.
+    fn to_record(&self, source: &str, delivery_id: &str) -> DeliveryRecord {
+        DeliveryRecord {
+            source: source.to_owned(),
+            delivery_id: delivery_id.to_owned(),
+            received_at_ms: self.received_at_ms,
+            outcome: self.landing.outcome.to_string(),
+            topic: self.landing.topic.to_string(),
+            partition: self.partition,
+            offset: self.offset,
+            event_type: self.landing.event_type.as_deref().map(str::to_owned),
+            schema_id: self.schema_id,
+            schema_version: self.schema_version,
+            trace_id: self.trace_id.map(hex::encode),
+            origin: self.landing.origin.as_deref().map(str::to_owned),
+        }
+    }
+}
+
 /// One shard of the view: deliveries within the window, deliveries in flight.
 #[derive(Debug, Default)]
 struct Shard {
@@ -187,24 +207,6 @@ impl Shard {
                 trace_id,
             },
         );
-    }
-
-    fn record(&self, digest: Digest, source: &str, delivery_id: &str) -> Option<DeliveryRecord> {
-        let r = self.seen.get(&digest)?;
-        Some(DeliveryRecord {
-            source: source.to_owned(),
-            delivery_id: delivery_id.to_owned(),
-            received_at_ms: r.received_at_ms,
-            outcome: r.landing.outcome.to_string(),
-            topic: r.landing.topic.to_string(),
-            partition: r.partition,
-            offset: r.offset,
-            event_type: r.landing.event_type.as_deref().map(str::to_owned),
-            schema_id: r.schema_id,
-            schema_version: r.schema_version,
-            trace_id: r.trace_id.map(hex::encode),
-            origin: r.landing.origin.as_deref().map(str::to_owned),
-        })
     }
 
     /// Forgets entries older than the window, and landings none points to any more.
@@ -358,10 +360,10 @@ impl DeliveryLog {
     pub fn admit(&self, source: &str, delivery_id: &str, now_ms: i64) -> Admission {
         let digest = digest(source, delivery_id);
         let mut shard = self.view.shard(digest);
-        if shard.seen.get(&digest).is_some_and(|r| now_ms - r.received_at_ms <= self.window_ms)
-            && let Some(record) = shard.record(digest, source, delivery_id)
+        if let Some(seen) = shard.seen.get(&digest)
+            && now_ms - seen.received_at_ms <= self.window_ms
         {
-            return Admission::Duplicate(record);
+            return Admission::Duplicate(seen.to_record(source, delivery_id));
         }
         if !shard.in_flight.insert(digest) {
             return Admission::InFlight;
@@ -409,7 +411,7 @@ impl DeliveryLog {
     /// What the log knows of a delivery (for lookups).
     pub fn get(&self, source: &str, delivery_id: &str) -> Option<DeliveryRecord> {
         let digest = digest(source, delivery_id);
-        self.view.shard(digest).record(digest, source, delivery_id)
+        self.view.shard(digest).seen.get(&digest).map(|r| r.to_record(source, delivery_id))
     }
 
     /// How many deliveries the view holds.
@@ -447,6 +449,10 @@ mod tests {
         }
     }
 
+    fn landings(log: &DeliveryLog) -> usize {
+        log.view.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).landings.len()).sum()
+    }
+
     fn log(window_ms: i64) -> DeliveryLog {
         DeliveryLog {
             topic: "t".into(),
@@ -467,8 +473,7 @@ mod tests {
         assert_eq!(log.get("stripe", "evt_2").and_then(|r| r.trace_id), None);
         assert_eq!(log.get("github", "evt_1"), None);
         assert_eq!(log.len(), 2);
-        let landings: usize =
-            log.view.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).landings.len()).sum();
+        let landings = landings(&log);
         assert!(landings <= 2, "one landing per shard holding deliveries of one topic, found {landings}");
     }
 
@@ -512,8 +517,6 @@ mod tests {
         assert!(log.get("stripe", "evt_89").is_none() && log.get("stripe", "evt_90").is_some());
         log.prune(1_000_000);
         assert_eq!(log.len(), 0);
-        let landings: usize =
-            log.view.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).landings.len()).sum();
-        assert_eq!(landings, 0, "landings nobody points to are dropped too");
+        assert_eq!(landings(&log), 0, "landings nobody points to are dropped too");
     }
 }
