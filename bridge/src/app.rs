@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use rdkafka::message::{Header, OwnedHeaders};
 use schemas::catalog::{Catalog, CatalogVersion, topic_name, value_subject};
+use schemas::doc::Doc;
 use schemas::envelope::{Envelope, frame_delivery, generic_payload_schema};
 use schemas::transcode::Transcoder;
 use serde_json::{Value, json};
@@ -486,8 +487,15 @@ impl App {
         let topic = topic_name(&self.config.kafka.topic_template, &d.source.name, &described.event_type);
         let typed = self.schema_for(d.source, &described);
         let payload_json = if Arc::ptr_eq(&typed, &d.source.generic) {
-            json!({ "id": json.get("id").and_then(|v| v.as_str().map(str::to_owned).or_else(|| v.as_i64().map(|n| n.to_string()))),
-                    "json": body_text(body) })
+            let id = json.get("id").and_then(|v| match v {
+                Doc::String(s) => Some(Doc::String(s.clone())),
+                Doc::Number(n) if n.is_i64() => Some(Doc::String(n.to_string().into())),
+                _ => None,
+            });
+            Doc::Object(vec![
+                ("id".into(), id.unwrap_or(Doc::Null)),
+                ("json".into(), Doc::String(body_text(body).into())),
+            ])
         } else {
             json
         };

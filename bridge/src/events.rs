@@ -18,8 +18,9 @@
 
 use crate::config::{Provider, SourceConfig};
 use axum::http::HeaderMap;
-use serde_json::Value;
+use schemas::doc::Doc;
 use sha2::Digest;
+use std::borrow::Cow;
 
 /// What the bridge learned about a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,29 +58,29 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
 
-fn text(json: &Value, pointer: &str) -> Option<String> {
+fn text(json: &Doc<'_>, pointer: &str) -> Option<String> {
     match json.pointer(pointer)? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+        Doc::String(s) if !s.is_empty() => Some(s.to_string()),
+        Doc::Number(n) => Some(n.to_string()),
         _ => None,
     }
 }
 
-fn millis(json: &Value, pointer: &str) -> Option<i64> {
+fn millis(json: &Doc<'_>, pointer: &str) -> Option<i64> {
     json.pointer(pointer).and_then(schemas::transcode::epoch_millis)
 }
 
 /// A handshake the provider expects an answer to, if this is one.
-pub fn handshake(provider: Provider, headers: &HeaderMap, json: &Value) -> Option<Handshake> {
+pub fn handshake(provider: Provider, headers: &HeaderMap, json: &Doc<'_>) -> Option<Handshake> {
     match provider {
-        Provider::Slack if json.get("type").and_then(Value::as_str) == Some("url_verification") => {
+        Provider::Slack if json.get("type").and_then(Doc::as_str) == Some("url_verification") => {
             Some(Handshake::SlackChallenge(text(json, "/challenge").unwrap_or_default()))
         }
         Provider::Github if header(headers, "x-github-event").as_deref() == Some("ping") => Some(Handshake::GithubPing),
-        Provider::Zoom if json.get("event").and_then(Value::as_str) == Some("endpoint.url_validation") => {
+        Provider::Zoom if json.get("event").and_then(Doc::as_str) == Some("endpoint.url_validation") => {
             Some(Handshake::ZoomValidation(text(json, "/payload/plainToken").unwrap_or_default()))
         }
-        Provider::Discord if json.get("event").is_none() => match json.get("type").and_then(Value::as_i64) {
+        Provider::Discord if json.get("event").is_none() => match json.get("type").and_then(Doc::as_i64) {
             Some(1) => Some(Handshake::DiscordPing),
             Some(0) => Some(Handshake::DiscordWebhookPing),
             _ => None,
@@ -94,7 +95,7 @@ pub fn handshake(provider: Provider, headers: &HeaderMap, json: &Value) -> Optio
 }
 
 /// Describes a verified delivery, or says why its event type is unknown.
-pub fn describe(config: &SourceConfig, headers: &HeaderMap, json: &Value, body: &[u8]) -> Result<Described, String> {
+pub fn describe(config: &SourceConfig, headers: &HeaderMap, json: &Doc<'_>, body: &[u8]) -> Result<Described, String> {
     let (event_type, delivery_id, occurred_at_ms, selector) = match config.provider {
         Provider::Stripe => {
             (text(json, "/type"), text(json, "/id"), millis(json, "/created"), text(json, "/api_version"))
@@ -109,8 +110,7 @@ pub fn describe(config: &SourceConfig, headers: &HeaderMap, json: &Value, body: 
         }
         Provider::Shopify => {
             let id = header(headers, "x-shopify-event-id").or_else(|| header(headers, "x-shopify-webhook-id"));
-            let at = header(headers, "x-shopify-triggered-at")
-                .and_then(|t| schemas::transcode::epoch_millis(&Value::String(t)));
+            let at = header(headers, "x-shopify-triggered-at").and_then(|t| schemas::transcode::epoch_millis_text(&t));
             (header(headers, "x-shopify-topic").or_else(|| header(headers, "shopify-topic")), id, at, None)
         }
         Provider::Slack => (
@@ -208,7 +208,7 @@ pub fn describe(config: &SourceConfig, headers: &HeaderMap, json: &Value, body: 
             header(headers, "twitch-eventsub-subscription-type"),
             header(headers, "twitch-eventsub-message-id"),
             header(headers, "twitch-eventsub-message-timestamp")
-                .and_then(|t| schemas::transcode::epoch_millis(&Value::String(t))),
+                .and_then(|t| schemas::transcode::epoch_millis_text(&t)),
             None,
         ),
         Provider::Generic => (None, None, None, None),
@@ -246,7 +246,7 @@ pub fn body_digest_id(body: &[u8]) -> String {
 
 /// The body as JSON: JSON bodies parsed, form bodies (Twilio) turned into an
 /// object of their parameters.
-pub fn body_json(headers: &HeaderMap, body: &[u8]) -> Result<Value, String> {
+pub fn body_json<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Doc<'a>, String> {
     let form = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
@@ -254,7 +254,7 @@ pub fn body_json(headers: &HeaderMap, body: &[u8]) -> Result<Value, String> {
     if form {
         let pairs: Vec<(String, String)> =
             serde_urlencoded::from_bytes(body).map_err(|e| format!("form body does not parse: {e}"))?;
-        return Ok(Value::Object(pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect()));
+        return Ok(Doc::Object(pairs.into_iter().map(|(k, v)| (Cow::Owned(k), Doc::String(Cow::Owned(v)))).collect()));
     }
-    serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))
+    Doc::parse(body).map_err(|e| format!("body is not JSON: {e}"))
 }

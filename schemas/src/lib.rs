@@ -13,6 +13,7 @@
 pub mod catalog;
 pub mod client;
 pub mod compat;
+pub mod doc;
 pub mod envelope;
 pub mod registry;
 pub mod topics;

@@ -17,12 +17,12 @@
 //!
 //! Every error names the JSON pointer of the value that did not fit.
 
+use crate::doc::Doc;
 use apache_avro::Schema;
 use apache_avro::schema::UuidSchema;
 use apache_avro::types::Value;
 use serde_json::Value as Json;
 use std::collections::HashMap;
-use std::fmt::Write as _;
 
 /// A JSON value that does not fit the schema.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,18 +41,20 @@ pub struct Transcoder {
     names: HashMap<String, Schema>,
 }
 
-fn fail<T>(pointer: &str, message: impl Into<String>) -> Result<T, TranscodeError> {
-    Err(TranscodeError { pointer: pointer.to_owned(), message: message.into() })
+fn fail<T>(message: impl Into<String>) -> Result<T, TranscodeError> {
+    Err(TranscodeError { pointer: String::new(), message: message.into() })
 }
 
-fn kind(json: &Json) -> &'static str {
-    match json {
-        Json::Null => "null",
-        Json::Bool(_) => "a boolean",
-        Json::Number(_) => "a number",
-        Json::String(_) => "a string",
-        Json::Array(_) => "an array",
-        Json::Object(_) => "an object",
+impl TranscodeError {
+    /// The same error one level up: `token` (a member name or array
+    /// index) goes in front of the pointer. The pointer is built only on
+    /// the way out of a failure, so a document that fits costs nothing for it.
+    fn under(mut self, token: &str) -> Self {
+        let mut pointer = String::with_capacity(token.len() + 1 + self.pointer.len());
+        push_token(&mut pointer, token);
+        pointer.push_str(&self.pointer);
+        self.pointer = pointer;
+        self
     }
 }
 
@@ -78,34 +80,41 @@ fn collect_names(schema: &Schema, names: &mut HashMap<String, Schema>) {
 }
 
 /// Whole milliseconds since the epoch from unix seconds, milliseconds or RFC 3339.
-pub fn epoch_millis(json: &Json) -> Option<i64> {
+pub fn epoch_millis(json: &Doc<'_>) -> Option<i64> {
     match json {
-        Json::Number(n) => {
-            let value = n.as_f64()?;
-            if value.abs() >= 1e11 { Some(value as i64) } else { Some((value * 1000.0).round() as i64) }
-        }
-        Json::String(s) => match s.trim().parse::<f64>() {
-            Ok(value) => epoch_millis(&Json::from(value)),
-            Err(_) => chrono::DateTime::parse_from_rfc3339(s.trim()).ok().map(|t| t.timestamp_millis()),
-        },
+        Doc::Number(n) => n.as_f64().map(seconds_or_millis),
+        Doc::String(s) => epoch_millis_text(s),
         _ => None,
     }
 }
 
-fn as_i64(json: &Json) -> Option<i64> {
+/// [`epoch_millis`] of a text (a header's value, or a JSON string).
+pub fn epoch_millis_text(text: &str) -> Option<i64> {
+    match text.trim().parse::<f64>() {
+        Ok(value) => Some(seconds_or_millis(value)),
+        Err(_) => chrono::DateTime::parse_from_rfc3339(text.trim()).ok().map(|t| t.timestamp_millis()),
+    }
+}
+
+/// Numbers of 10^11 and above are milliseconds already; below, seconds.
+fn seconds_or_millis(value: f64) -> i64 {
+    if value.abs() >= 1e11 { value as i64 } else { (value * 1000.0).round() as i64 }
+}
+
+fn as_i64(json: &Doc<'_>) -> Option<i64> {
     match json {
-        Json::Number(n) => {
+        Doc::Number(n) => {
             n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18).map(|f| f as i64))
         }
-        Json::String(s) => s.trim().parse().ok(),
+        Doc::String(s) => s.trim().parse().ok(),
         _ => None,
     }
 }
 
-fn as_f64(json: &Json) -> Option<f64> {
+fn as_f64(json: &Doc<'_>) -> Option<f64> {
     match json {
-        Json::Number(n) => n.as_f64(),
-        Json::String(s) => s.trim().parse().ok(),
+        Doc::Number(n) => n.as_f64(),
+        Doc::String(s) => s.trim().parse().ok(),
         _ => None,
     }
 }
@@ -127,164 +136,149 @@ impl Transcoder {
     /// written straight from the JSON: no Avro value tree is built, so a
     /// webhook costs one walk and no copies of its strings. On error `out`
     /// may hold part of the document; callers discard it.
-    pub fn encode(&self, json: &Json, out: &mut Vec<u8>) -> Result<(), TranscodeError> {
-        self.write(&self.schema, json, &mut String::new(), out)
+    pub fn encode(&self, json: &Doc<'_>, out: &mut Vec<u8>) -> Result<(), TranscodeError> {
+        self.write(&self.schema, json, out)
     }
 
     /// Converts one JSON document into an Avro value (its [`encode`](Self::encode)d
     /// bytes read back with the schema).
     pub fn transcode(&self, json: &Json) -> Result<Value, TranscodeError> {
         let mut bytes = Vec::new();
-        self.encode(json, &mut bytes)?;
+        self.encode(&Doc::from(json), &mut bytes)?;
         crate::wire::decode_avro(&self.schema, &bytes)
             .map_err(|error| TranscodeError { pointer: String::new(), message: format!("encoded wrongly: {error}") })
     }
 
     #[expect(clippy::unit_arg, reason = "an arm that writes and succeeds reads best as Ok(write(…))")]
-    fn write(
-        &self,
-        schema: &Schema,
-        json: &Json,
-        pointer: &mut String,
-        out: &mut Vec<u8>,
-    ) -> Result<(), TranscodeError> {
-        let mismatch =
-            |pointer: &str, expected: &str| fail(pointer, format!("expected {expected}, found {}", kind(json)));
+    fn write(&self, schema: &Schema, json: &Doc<'_>, out: &mut Vec<u8>) -> Result<(), TranscodeError> {
+        let mismatch = |expected: &str| fail(format!("expected {expected}, found {}", json.kind()));
         match schema {
             Schema::Null => match json {
-                Json::Null => Ok(()),
-                _ => mismatch(pointer, "null"),
+                Doc::Null => Ok(()),
+                _ => mismatch("null"),
             },
             Schema::Boolean => match json {
-                Json::Bool(b) => Ok(out.push(u8::from(*b))),
-                Json::String(s) if s == "true" || s == "false" => Ok(out.push(u8::from(s == "true"))),
-                _ => mismatch(pointer, "a boolean"),
+                Doc::Bool(b) => Ok(out.push(u8::from(*b))),
+                Doc::String(s) if s == "true" || s == "false" => Ok(out.push(u8::from(s == "true"))),
+                _ => mismatch("a boolean"),
             },
             Schema::Int => match as_i64(json) {
                 Some(n) => match i32::try_from(n) {
                     Ok(n) => Ok(write_long(out, n.into())),
-                    Err(_) => fail(pointer, format!("{n} does not fit in an int")),
+                    Err(_) => fail(format!("{n} does not fit in an int")),
                 },
-                None => mismatch(pointer, "an integer"),
+                None => mismatch("an integer"),
             },
             Schema::Long => match as_i64(json) {
                 Some(n) => Ok(write_long(out, n)),
-                None => mismatch(pointer, "an integer"),
+                None => mismatch("an integer"),
             },
             Schema::Float => match as_f64(json) {
                 Some(f) => Ok(out.extend_from_slice(&(f as f32).to_le_bytes())),
-                None => mismatch(pointer, "a number"),
+                None => mismatch("a number"),
             },
             Schema::Double => match as_f64(json) {
                 Some(f) => Ok(out.extend_from_slice(&f.to_le_bytes())),
-                None => mismatch(pointer, "a number"),
+                None => mismatch("a number"),
             },
             Schema::String => match json {
-                Json::String(s) => Ok(write_bytes(out, s.as_bytes())),
-                Json::Null => mismatch(pointer, "a string"),
+                Doc::String(s) => Ok(write_bytes(out, s.as_bytes())),
+                Doc::Null => mismatch("a string"),
                 other => Ok(write_bytes(out, other.to_string().as_bytes())),
             },
             Schema::Bytes => match json {
-                Json::String(s) => Ok(write_bytes(out, s.as_bytes())),
-                _ => mismatch(pointer, "a string (for bytes)"),
+                Doc::String(s) => Ok(write_bytes(out, s.as_bytes())),
+                _ => mismatch("a string (for bytes)"),
             },
             Schema::Uuid(uuid_schema) => match json {
-                Json::String(s) => match s.parse::<apache_avro::Uuid>() {
+                Doc::String(s) => match s.parse::<apache_avro::Uuid>() {
                     Ok(uuid) => match uuid_schema {
                         UuidSchema::String => Ok(write_bytes(out, uuid.hyphenated().to_string().as_bytes())),
                         UuidSchema::Bytes => Ok(write_bytes(out, uuid.as_bytes())),
                         UuidSchema::Fixed(fixed) if fixed.size == 16 => Ok(out.extend_from_slice(uuid.as_bytes())),
-                        UuidSchema::Fixed(fixed) => fail(pointer, format!("a uuid cannot be fixed of {}", fixed.size)),
+                        UuidSchema::Fixed(fixed) => fail(format!("a uuid cannot be fixed of {}", fixed.size)),
                     },
-                    Err(_) => fail(pointer, format!("'{s}' is not a UUID")),
+                    Err(_) => fail(format!("'{s}' is not a UUID")),
                 },
-                _ => mismatch(pointer, "a UUID string"),
+                _ => mismatch("a UUID string"),
             },
             Schema::TimestampMillis | Schema::LocalTimestampMillis => match epoch_millis(json) {
                 Some(ms) => Ok(write_long(out, ms)),
-                None => mismatch(pointer, "unix seconds or an RFC 3339 timestamp"),
+                None => mismatch("unix seconds or an RFC 3339 timestamp"),
             },
             Schema::TimestampMicros | Schema::LocalTimestampMicros => match epoch_millis(json) {
                 Some(ms) => Ok(write_long(out, ms.saturating_mul(1000))),
-                None => mismatch(pointer, "unix seconds or an RFC 3339 timestamp"),
+                None => mismatch("unix seconds or an RFC 3339 timestamp"),
             },
             Schema::Date => {
                 let days = match json {
-                    Json::String(s) => match chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d") {
+                    Doc::String(s) => match chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d") {
                         Ok(date) => (date - chrono::NaiveDate::default()).num_days() as i32,
-                        Err(_) => return fail(pointer, format!("'{s}' is not a YYYY-MM-DD date")),
+                        Err(_) => return fail(format!("'{s}' is not a YYYY-MM-DD date")),
                     },
                     other => match as_i64(other).and_then(|d| i32::try_from(d).ok()) {
                         Some(days) => days,
-                        None => return mismatch(pointer, "a YYYY-MM-DD date"),
+                        None => return mismatch("a YYYY-MM-DD date"),
                     },
                 };
                 Ok(write_long(out, days.into()))
             }
             Schema::Enum(e) => match json {
-                Json::String(s) => {
+                Doc::String(s) => {
                     let index =
                         e.symbols.iter().position(|x| x == s).or_else(|| {
                             e.default.as_ref().and_then(|default| e.symbols.iter().position(|x| x == default))
                         });
                     match index {
                         Some(i) => Ok(write_long(out, i as i64)),
-                        None => {
-                            fail(pointer, format!("'{s}' is not one of {:?} and the enum has no default", e.symbols))
-                        }
+                        None => fail(format!("'{s}' is not one of {:?} and the enum has no default", e.symbols)),
                     }
                 }
-                _ => mismatch(pointer, "an enum symbol string"),
+                _ => mismatch("an enum symbol string"),
             },
             Schema::Fixed(f) => match json {
-                Json::String(s) if s.len() == f.size => Ok(out.extend_from_slice(s.as_bytes())),
-                _ => mismatch(pointer, &format!("a string of exactly {} bytes", f.size)),
+                Doc::String(s) if s.len() == f.size => Ok(out.extend_from_slice(s.as_bytes())),
+                _ => mismatch(&format!("a string of exactly {} bytes", f.size)),
             },
             // Arrays and maps: one block with its count, then the end marker 0.
             Schema::Array(a) => match json {
-                Json::Array(items) => {
+                Doc::Array(items) => {
                     if !items.is_empty() {
                         write_long(out, items.len() as i64);
                         for (i, item) in items.iter().enumerate() {
-                            let len = pointer.len();
-                            let _ = write!(pointer, "/{i}");
-                            self.write(&a.items, item, pointer, out)?;
-                            pointer.truncate(len);
+                            self.write(&a.items, item, out).map_err(|error| error.under(&i.to_string()))?;
                         }
                     }
                     Ok(out.push(0))
                 }
-                _ => mismatch(pointer, "an array"),
+                _ => mismatch("an array"),
             },
             Schema::Map(m) => match json {
-                Json::Object(entries) => {
+                Doc::Object(entries) => {
                     if !entries.is_empty() {
                         write_long(out, entries.len() as i64);
                         for (key, item) in entries {
-                            let len = pointer.len();
-                            push_token(pointer, key);
                             write_bytes(out, key.as_bytes());
-                            self.write(&m.types, item, pointer, out)?;
-                            pointer.truncate(len);
+                            self.write(&m.types, item, out).map_err(|error| error.under(key))?;
                         }
                     }
                     Ok(out.push(0))
                 }
-                _ => mismatch(pointer, "an object"),
+                _ => mismatch("an object"),
             },
             Schema::Union(u) => {
                 let variants = u.variants();
                 if json.is_null() {
                     return match variants.iter().position(|v| matches!(v, Schema::Null)) {
                         Some(i) => Ok(write_long(out, i as i64)),
-                        None => mismatch(pointer, "a value (the union has no null branch)"),
+                        None => mismatch("a value (the union has no null branch)"),
                     };
                 }
                 let mut first_error = None;
                 let start = out.len();
                 for (i, variant) in variants.iter().enumerate().filter(|(_, v)| !matches!(v, Schema::Null)) {
                     write_long(out, i as i64);
-                    match self.write(variant, json, pointer, out) {
+                    match self.write(variant, json, out) {
                         Ok(()) => return Ok(()),
                         Err(error) => {
                             out.truncate(start);
@@ -293,39 +287,31 @@ impl Transcoder {
                     }
                 }
                 Err(first_error
-                    .unwrap_or_else(|| TranscodeError { pointer: pointer.clone(), message: "empty union".into() }))
+                    .unwrap_or_else(|| TranscodeError { pointer: String::new(), message: "empty union".into() }))
             }
             Schema::Record(record) => {
-                let Json::Object(object) = json else { return mismatch(pointer, "an object") };
+                let Doc::Object(_) = json else { return mismatch("an object") };
                 for field in &record.fields {
                     let found =
-                        object.get(&field.name).or_else(|| field.aliases.iter().find_map(|alias| object.get(alias)));
-                    let len = pointer.len();
-                    push_token(pointer, &field.name);
-                    match (found, &field.default) {
-                        (Some(value), _) => self.write(&field.schema, value, pointer, out)?,
-                        (None, Some(default)) => self.write(&field.schema, default, pointer, out)?,
-                        (None, None) => {
-                            if self.write(&field.schema, &Json::Null, pointer, out).is_err() {
-                                return fail(
-                                    pointer,
-                                    "required field is missing (give it a default in the schema if it is optional)",
-                                );
-                            }
-                        }
-                    }
-                    pointer.truncate(len);
+                        json.get(&field.name).or_else(|| field.aliases.iter().find_map(|alias| json.get(alias)));
+                    let written = match (found, &field.default) {
+                        (Some(value), _) => self.write(&field.schema, value, out),
+                        (None, Some(default)) => self.write(&field.schema, &Doc::from(default), out),
+                        (None, None) => self.write(&field.schema, &Doc::Null, out).or_else(|_| {
+                            fail("required field is missing (give it a default in the schema if it is optional)")
+                        }),
+                    };
+                    written.map_err(|error| error.under(&field.name))?;
                 }
                 Ok(())
             }
             Schema::Ref { name } => match self.names.get(&name.fullname(None)) {
-                Some(named) => self.write(named, json, pointer, out),
-                None => fail(pointer, format!("the schema refers to unknown type {}", name.fullname(None))),
+                Some(named) => self.write(named, json, out),
+                None => fail(format!("the schema refers to unknown type {}", name.fullname(None))),
             },
-            other => fail(
-                pointer,
-                format!("schema type {other:?} is not supported by the JSON transcoder; use long, double or string"),
-            ),
+            other => fail(format!(
+                "schema type {other:?} is not supported by the JSON transcoder; use long, double or string"
+            )),
         }
     }
 }
@@ -441,9 +427,14 @@ mod tests {
         let t = transcoder(json!({"type":"record","name":"R","fields":[
             {"name":"data","type":{"type":"record","name":"D","fields":[
                 {"name":"items","type":{"type":"array","items":"int"}},
-                {"name":"must","type":"string"}]}}]}));
+                {"name":"must","type":"string"},
+                {"name":"counts","type":{"type":"map","values":"long"},"default":{}}]}}]}));
         let error = t.transcode(&json!({"data": {"items": [1, "two"], "must": "x"}})).expect_err("bad int");
         assert_eq!(error.pointer, "/data/items/1");
+        let error = t
+            .transcode(&json!({"data": {"items": [], "must": "x", "counts": {"ok": 1, "a/b~c": "many"}}}))
+            .expect_err("bad count");
+        assert_eq!(error.pointer, "/data/counts/a~1b~0c", "map keys are escaped as RFC 6901 says");
         let error = t.transcode(&json!({"data": {"items": []}})).expect_err("missing");
         assert_eq!(error.pointer, "/data/must");
         assert!(error.message.contains("missing"));
@@ -454,11 +445,14 @@ mod tests {
 
     #[test]
     fn timestamps_from_seconds_millis_and_rfc3339() {
-        assert_eq!(epoch_millis(&json!(1_700_000_000)), Some(1_700_000_000_000));
-        assert_eq!(epoch_millis(&json!(1_700_000_000_123i64)), Some(1_700_000_000_123));
-        assert_eq!(epoch_millis(&json!("2023-11-14T22:13:20+00:00")), Some(1_700_000_000_000));
-        assert_eq!(epoch_millis(&json!("2023-11-14T17:13:20.5-05:00")), Some(1_700_000_000_500));
-        assert_eq!(epoch_millis(&json!("yesterday")), None);
+        let millis = |json: Json| epoch_millis(&Doc::from(&json));
+        assert_eq!(millis(json!(1_700_000_000)), Some(1_700_000_000_000));
+        assert_eq!(millis(json!(1_700_000_000_123i64)), Some(1_700_000_000_123));
+        assert_eq!(millis(json!("1700000000.5")), Some(1_700_000_000_500));
+        assert_eq!(millis(json!("2023-11-14T22:13:20+00:00")), Some(1_700_000_000_000));
+        assert_eq!(millis(json!("2023-11-14T17:13:20.5-05:00")), Some(1_700_000_000_500));
+        assert_eq!(millis(json!("yesterday")), None);
+        assert_eq!(epoch_millis_text(" 1700000000 "), Some(1_700_000_000_000));
     }
 
     #[test]

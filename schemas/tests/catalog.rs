@@ -70,7 +70,9 @@ fn every_sample_transcodes_and_encodes_in_its_envelope() {
         assert_eq!(field(&decoded, "delivery_id"), &AvroValue::String("d1".into()));
         // What the bridge writes: encoded straight from the JSON, framed.
         let mut payload_avro = Vec::new();
-        Transcoder::new(version.payload.clone()).encode(&body, &mut payload_avro).expect("encodes");
+        Transcoder::new(version.payload.clone())
+            .encode(&schemas::doc::Doc::from(&body), &mut payload_avro)
+            .expect("encodes");
         for envelope in [envelope.clone(), Envelope { occurred_at_ms: Some(7), headers: vec![], raw: None, ..envelope }]
         {
             let framed = schemas::envelope::frame_delivery(42, &envelope, &payload_avro);
