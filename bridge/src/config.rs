@@ -109,7 +109,7 @@ pub struct KafkaConfig {
     /// Where verified deliveries that cannot be parsed or typed go, raw.
     #[serde(default = "default_dead_letter_topic")]
     pub dead_letter_topic: String,
-    /// Compacted topic recording delivered ids, for deduplication across restarts.
+    /// Topic recording delivered ids (kept for the dedup window plus a day), for deduplication across restarts.
     #[serde(default = "default_deliveries_topic")]
     pub deliveries_topic: String,
     /// Extra librdkafka producer properties (e.g. `"linger.ms" = "5"`).
