@@ -31,9 +31,14 @@ pub enum Doc<'a> {
 }
 
 impl<'a> Doc<'a> {
-    /// Reads a JSON document from `bytes`.
+    /// Reads a JSON document from `bytes`. The bytes are checked to be
+    /// UTF-8 once, as a whole, rather than string by string.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
+        match std::str::from_utf8(bytes) {
+            Ok(text) => serde_json::from_str(text),
+            // serde_json names the line and column of the bad byte.
+            Err(_) => serde_json::from_slice(bytes),
+        }
     }
 
     /// The member `key` of an object (the last one if repeated).
@@ -159,6 +164,12 @@ impl<'de> Deserialize<'de> for Doc<'de> {
 
 struct DocVisitor;
 
+/// Room for the members of an object before it grows: webhook objects seldom
+/// have fewer, and growing from nothing copies them four times to get here.
+const OBJECT_CAPACITY: usize = 8;
+/// Room for the items of an array before it grows.
+const ARRAY_CAPACITY: usize = 4;
+
 impl<'de> Visitor<'de> for DocVisitor {
     type Value = Doc<'de>;
 
@@ -196,14 +207,14 @@ impl<'de> Visitor<'de> for DocVisitor {
         Ok(Doc::String(Cow::Owned(s)))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Doc<'de>, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(ARRAY_CAPACITY));
         while let Some(item) = seq.next_element()? {
             items.push(item);
         }
         Ok(Doc::Array(items))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Doc<'de>, A::Error> {
-        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(OBJECT_CAPACITY));
         while let Some(Key(key)) = map.next_key()? {
             members.push((key, map.next_value()?));
         }
@@ -262,6 +273,15 @@ mod tests {
         for missing in ["/nested/list/01", "/nested/list/+1", "/nested/list/9", "/id/x", "id", "/nope"] {
             assert_eq!(doc.pointer(missing), None, "{missing}");
         }
+    }
+
+    #[test]
+    fn refuses_what_serde_json_refuses() {
+        for bad in [&b"{\"a\": \"\xff\"}"[..], b"{\"a\": 1,}", b"[1, 2", b"", b"{} extra"] {
+            assert!(Doc::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(serde_json::from_slice::<Value>(bad).is_err());
+        }
+        assert_eq!(Doc::parse(b"[]").expect("parses"), Doc::Array(Vec::new()));
     }
 
     #[test]
