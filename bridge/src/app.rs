@@ -70,7 +70,25 @@ pub struct Source {
     pub verify_token: Option<crate::config::Secret>,
     /// The source's rate limit, if any.
     pub rate_limit: Option<RateLimit>,
+    /// Routes worked out for its event types, by event type and version selector.
+    routes: std::sync::RwLock<HashMap<RouteKey, Arc<Route>>>,
 }
+
+/// An event type and its version selector.
+type RouteKey = (String, Option<String>);
+
+/// Where deliveries of one event type (and version selector) of a source
+/// go, worked out from the catalog and the topic template once, not per delivery.
+#[derive(Debug)]
+struct Route {
+    topic: String,
+    subject: String,
+    typed: Arc<Typed>,
+}
+
+/// Routes a source remembers; event types beyond this many (a generic
+/// source fed ever-new types) are worked out per delivery instead.
+const ROUTES_REMEMBERED: usize = 4096;
 
 /// A token bucket: `rate` tokens per second, at most `rate` banked.
 #[derive(Debug)]
@@ -250,6 +268,20 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
     let (broker, registry) = tokio::join!(app.sink.broker_reachable(), app.schema_ids.client().reachable());
     let status = if broker && registry { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(json!({ "broker": broker, "registry": registry }))).into_response()
+}
+
+/// The answer to a delivery produced: written straight from its fields
+/// (a `json!` value would build a map of owned strings per request).
+#[derive(serde::Serialize)]
+struct AcceptedAnswer<'a> {
+    status: &'static str,
+    delivery_id: &'a str,
+    event_type: &'a str,
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    schema_id: u32,
+    schema_version: u32,
 }
 
 fn accepted(status: StatusCode, body: Value) -> Response {
@@ -484,9 +516,9 @@ impl App {
                 return Err(AppError::InFlight(described.delivery_id));
             }
         };
-        let topic = topic_name(&self.config.kafka.topic_template, &d.source.name, &described.event_type);
-        let typed = self.schema_for(d.source, &described);
-        let payload_json = if Arc::ptr_eq(&typed, &d.source.generic) {
+        let route = self.route(d.source, &described);
+        let (topic, typed, subject) = (&route.topic, &route.typed, &route.subject);
+        let payload_json = if Arc::ptr_eq(typed, &d.source.generic) {
             let id = json.get("id").and_then(|v| match v {
                 Doc::String(s) => Some(Doc::String(s.clone())),
                 Doc::Number(n) if n.is_i64() => Some(Doc::String(n.to_string().into())),
@@ -505,8 +537,7 @@ impl App {
             let reason = format!("does not fit {} v{}: {error}", typed.version.path.display(), typed.version.version);
             return self.dead_letter(d, Some(&described), "transcode", &reason).await;
         }
-        let subject = value_subject(&topic);
-        let schema_id = match self.schema_ids.id_for(&subject, &typed.text).await {
+        let schema_id = match self.schema_ids.id_for(subject, &typed.text).await {
             Ok(id) => id,
             Err(schemas::client::ClientError::Incompatible(message)) => {
                 let reason = format!("the registry refuses {} for {subject}: {message}", typed.version.path.display());
@@ -553,14 +584,14 @@ impl App {
             messaging.kafka.offset = tracing::field::Empty,
         );
         let traceparent = crate::telemetry::traceparent_of(&producing);
-        let (mut headers, traceparent_sent) = record_headers(d, &described, &typed, schema_id, traceparent);
+        let (mut headers, traceparent_sent) = record_headers(d, &described, typed, schema_id, traceparent);
         if unauthenticated_payload {
             // Mailgun signs a token, not the payload: say so to every consumer.
             headers = headers.insert(Header { key: "payload_authenticated", value: Some("false") });
         }
         let produced = {
             use tracing::Instrument;
-            self.produce(&topic, described.key.as_deref().map(str::as_bytes), &record, headers, &d.source.name)
+            self.produce(topic, described.key.as_deref().map(str::as_bytes), &record, headers, &d.source.name)
                 .instrument(producing.clone())
                 .await?
         };
@@ -586,12 +617,33 @@ impl App {
         self.metrics.delivery(&d.source.name, Outcome::Accepted);
         tracing::info!(source = %d.source.name, delivery_id = %described.delivery_id, event_type = %described.event_type,
             topic = %produced.topic, partition = produced.partition, offset = produced.offset, schema_id, "delivery produced");
-        Ok(accepted(
-            StatusCode::OK,
-            json!({ "status": "accepted", "delivery_id": described.delivery_id, "event_type": described.event_type,
-                    "topic": produced.topic, "partition": produced.partition, "offset": produced.offset,
-                    "schema_id": schema_id, "schema_version": typed.version.version }),
-        ))
+        let answer = AcceptedAnswer {
+            status: "accepted",
+            delivery_id: &described.delivery_id,
+            event_type: &described.event_type,
+            topic: &produced.topic,
+            partition: produced.partition,
+            offset: produced.offset,
+            schema_id,
+            schema_version: typed.version.version,
+        };
+        Ok((StatusCode::OK, axum::Json(answer)).into_response())
+    }
+
+    /// The route of a delivery: remembered per source, event type and selector.
+    fn route(&self, source: &Source, described: &Described) -> Arc<Route> {
+        let key = (described.event_type.clone(), described.selector.clone());
+        if let Some(route) = source.routes.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return route.clone();
+        }
+        let topic = topic_name(&self.config.kafka.topic_template, &source.name, &described.event_type);
+        let route =
+            Arc::new(Route { subject: value_subject(&topic), topic, typed: self.schema_for(source, described) });
+        let mut routes = source.routes.write().unwrap_or_else(|e| e.into_inner());
+        if routes.len() < ROUTES_REMEMBERED {
+            routes.insert(key, route.clone());
+        }
+        route
     }
 
     fn schema_for(&self, source: &Source, described: &Described) -> Arc<Typed> {
@@ -735,7 +787,7 @@ fn record_headers(
     let ce_type = format!("{}.{}", d.source.config.provider.catalog_name(), described.event_type);
     let version = typed.version.version.to_string();
     let schema_id = schema_id.to_string();
-    let headers = OwnedHeaders::new()
+    let headers = OwnedHeaders::new_with_capacity(10)
         .insert(Header { key: "ce_specversion", value: Some("1.0") })
         .insert(Header { key: "ce_id", value: Some(described.delivery_id.as_str()) })
         .insert(Header { key: "ce_source", value: Some(ce_source.as_str()) })
@@ -847,6 +899,7 @@ impl Source {
             generic: Arc::new(Typed::new(generic)),
             verify_token,
             rate_limit: config.rate_limit_per_sec.map(RateLimit::new),
+            routes: std::sync::RwLock::default(),
         })
     }
 }
