@@ -39,25 +39,41 @@ impl Drop for Telemetry {
     }
 }
 
+/// What is logged (and exported) without `RUST_LOG`.
+const DEFAULT_DIRECTIVES: &str = "info,rdkafka=warn,sqlx=warn,opentelemetry=warn,h2=warn,hyper=warn,reqwest=warn";
+
 /// Sets up logs and, if the environment names an OTLP endpoint, tracing export.
 pub fn init(service: &'static str) -> anyhow::Result<Telemetry> {
     let configured = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
         .iter()
         .any(|var| std::env::var(var).is_ok_and(|v| !v.is_empty()));
-    init_with(service, configured.then_some(None))
+    init_with(service, configured.then_some(None), None)
 }
 
 /// Sets up logs and tracing export: `export` is `None` for no export,
 /// `Some(None)` for the endpoint from the environment, `Some(Some(url))` for
-/// an explicit traces URL (`http://host:4318/v1/traces`).
-pub fn init_with(service: &'static str, export: Option<Option<String>>) -> anyhow::Result<Telemetry> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,rdkafka=warn,sqlx=warn,opentelemetry=warn,h2=warn,hyper=warn,reqwest=warn".into());
+/// an explicit traces URL (`http://host:4318/v1/traces`); `logs` is the log
+/// filter (`None`: `RUST_LOG`, else the default).
+///
+/// The log filter filters the logs only: exported spans keep the default
+/// level (`info`), so quieter logs (`RUST_LOG=warn`, which also spares the
+/// request spans' cost when nothing is exported) do not cut traces short.
+pub fn init_with(
+    service: &'static str,
+    export: Option<Option<String>>,
+    logs: Option<&str>,
+) -> anyhow::Result<Telemetry> {
+    use tracing_subscriber::{EnvFilter, Layer};
+    let filter = match logs {
+        Some(directives) => EnvFilter::new(directives),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_DIRECTIVES.into()),
+    };
     let logs = tracing_subscriber::fmt::layer()
         .json()
         .with_current_span(true)
         .with_span_list(false)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_filter(filter);
     let provider = match export {
         None => None,
         Some(endpoint) => {
@@ -72,8 +88,10 @@ pub fn init_with(service: &'static str, export: Option<Option<String>>) -> anyho
         }
     };
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
-    tracing_subscriber::registry().with(filter).with(logs).with(otel).try_init()?;
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer().with_tracer(p.tracer(service)).with_filter(EnvFilter::new(DEFAULT_DIRECTIVES))
+    });
+    tracing_subscriber::registry().with(logs).with(otel).try_init()?;
     Ok(Telemetry { provider })
 }
 

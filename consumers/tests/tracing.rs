@@ -61,8 +61,10 @@ async fn receiver() -> (String, Arc<Mutex<Vec<SpanSeen>>>) {
 #[tokio::test(flavor = "multi_thread")]
 async fn one_trace_links_the_http_request_to_the_consumer() {
     let (otlp, spans) = receiver().await;
-    let telemetry = bridge::telemetry::init_with("webhook-bridge-test", Some(Some(format!("{otlp}/v1/traces"))))
-        .expect("telemetry");
+    // Logs at warn, as a quiet deployment runs: the spans must still be exported.
+    let telemetry =
+        bridge::telemetry::init_with("webhook-bridge-test", Some(Some(format!("{otlp}/v1/traces"))), Some("warn"))
+            .expect("telemetry");
     let stack = Stack::start().await;
     let mut config = bridge::config::Config::load(&stack.bridge_config_path).expect("config");
     config.server.listen = "127.0.0.1:0".parse().expect("addr");
