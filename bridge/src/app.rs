@@ -615,7 +615,7 @@ impl App {
             },
         );
         self.metrics.delivery(&d.source.name, Outcome::Accepted);
-        tracing::info!(source = %d.source.name, delivery_id = %described.delivery_id, event_type = %described.event_type,
+        tracing::debug!(source = %d.source.name, delivery_id = %described.delivery_id, event_type = %described.event_type,
             topic = %produced.topic, partition = produced.partition, offset = produced.offset, schema_id, "delivery produced");
         let answer = AcceptedAnswer {
             status: "accepted",
