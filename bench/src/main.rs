@@ -471,6 +471,23 @@ impl Drop for Killed {
     }
 }
 
+/// A child started as the leader of its own process group (uvicorn with
+/// workers), killed with the whole group: killing only the leader leaves
+/// its workers running, and their producers retrying into later runs.
+struct KilledGroup(Child);
+impl KilledGroup {
+    fn spawn(command: &mut Command) -> std::io::Result<Self> {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0).spawn().map(Self)
+    }
+}
+impl Drop for KilledGroup {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.0.id())]).status();
+        let _ = self.0.wait();
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let broker = testbed::Broker::start()?;
     let brokers = broker.bootstrap();
@@ -666,7 +683,7 @@ async fn python_peer(
     std::fs::write(dir.join("schema.avsc"), latest.schema.as_bytes())?;
     schemas::topics::ensure_topic(brokers, "bench.peer", 3, &[]).await?;
     let peer_port = testbed::free_port()?;
-    let peer = Killed(
+    let peer = KilledGroup::spawn(
         Command::new(python)
             .args(["-m", "uvicorn", "peer:app", "--workers", "2", "--log-level", "warning", "--host", "127.0.0.1"])
             .args(["--port", &peer_port.to_string()])
@@ -675,9 +692,8 @@ async fn python_peer(
             .env("PEER_TOPIC", "bench.peer")
             .env("PEER_SCHEMA", dir.join("schema.avsc"))
             .env("PEER_SCHEMA_ID", latest.id.to_string())
-            .env("PEER_SECRET", SECRET)
-            .spawn()?,
-    );
+            .env("PEER_SECRET", SECRET),
+    )?;
     let peer_url = format!("http://127.0.0.1:{peer_port}/webhooks/stripe");
     wait_http(&peer_url).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
