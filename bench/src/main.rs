@@ -300,13 +300,18 @@ where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = u16> + Send + 'static,
 {
+    // Each send starts at its scheduled time, from this one pacing loop
+    // (spawning every send up front took tens of milliseconds, during which
+    // the first sends were already late: that harness delay was the p99).
+    // Latency counts from the scheduled time, so a pacer or a server that
+    // falls behind is measured, not hidden.
     let started = tokio::time::Instant::now();
     let mut tasks = Vec::with_capacity(count);
     for i in 0..count {
         let at = started + Duration::from_secs_f64(i as f64 / per_second);
+        tokio::time::sleep_until(at).await;
         let sending = send(i);
         tasks.push(tokio::spawn(async move {
-            tokio::time::sleep_until(at).await;
             let status = sending.await;
             (at.elapsed().as_micros() as u64, status)
         }));
