@@ -91,7 +91,7 @@ pub fn epoch_millis(json: &Doc<'_>) -> Option<i64> {
 /// [`epoch_millis`] of a text (a header's value, or a JSON string).
 pub fn epoch_millis_text(text: &str) -> Option<i64> {
     match text.trim().parse::<f64>() {
-        Ok(value) => Some(seconds_or_millis(value)),
+        Ok(value) => value.is_finite().then(|| seconds_or_millis(value)),
         Err(_) => chrono::DateTime::parse_from_rfc3339(text.trim()).ok().map(|t| t.timestamp_millis()),
     }
 }
@@ -453,6 +453,9 @@ mod tests {
         assert_eq!(millis(json!("2023-11-14T17:13:20.5-05:00")), Some(1_700_000_000_500));
         assert_eq!(millis(json!("yesterday")), None);
         assert_eq!(epoch_millis_text(" 1700000000 "), Some(1_700_000_000_000));
+        for not_a_time in ["NaN", "inf", "-infinity"] {
+            assert_eq!(epoch_millis_text(not_a_time), None, "{not_a_time}");
+        }
     }
 
     #[test]
