@@ -16,6 +16,9 @@
 //! - enums from their symbol, or the enum's default for an unknown symbol.
 //!
 //! Every error names the JSON pointer of the value that did not fit.
+//!
+//! The JSON is a [`Doc`] (the body as read, strings borrowed from it);
+//! [`Transcoder::transcode`] takes a `serde_json::Value` for tests and tools.
 
 use crate::doc::Doc;
 use apache_avro::Schema;
