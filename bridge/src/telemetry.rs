@@ -12,7 +12,12 @@ use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::field::{Field, Visit};
+use tracing::span::Record;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::FormattedFields;
+use tracing_subscriber::fmt::format::{Format, FormatFields, Json, Writer};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -68,12 +73,7 @@ pub fn init_with(
         Some(directives) => EnvFilter::new(directives),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_DIRECTIVES.into()),
     };
-    let logs = tracing_subscriber::fmt::layer()
-        .json()
-        .with_current_span(true)
-        .with_span_list(false)
-        .with_writer(std::io::stderr)
-        .with_filter(filter);
+    let logs = json_logs(std::io::stderr).with_filter(filter);
     let provider = match export {
         None => None,
         Some(endpoint) => {
@@ -93,6 +93,98 @@ pub fn init_with(
     });
     tracing_subscriber::registry().with(logs).with(otel).try_init()?;
     Ok(Telemetry { provider })
+}
+
+/// JSON lines, each with the fields of the span it was written in.
+fn json_logs<S, W>(writer: W) -> tracing_subscriber::fmt::Layer<S, SpanFields, Format<Json>, W>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .json()
+        .with_current_span(true)
+        .with_span_list(false)
+        .fmt_fields(SpanFields)
+        .with_writer(writer)
+}
+
+/// A span's fields for the JSON logs, as one JSON object. tracing-subscriber's
+/// own `JsonFields` gathers them into a map of `serde_json::Value`s, and on
+/// every `span.record` parses what it wrote back, adds the field and writes
+/// it all again: four times per webhook, more than the rest of its handling.
+/// This writes each field as it comes and appends recorded ones in place.
+struct SpanFields;
+
+impl<'writer> FormatFields<'writer> for SpanFields {
+    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'writer>, fields: R) -> std::fmt::Result {
+        let mut object = JsonObject::default();
+        fields.record(&mut object);
+        writer.write_str(&object.finish())
+    }
+
+    fn add_fields(&self, current: &'writer mut FormattedFields<Self>, fields: &Record<'_>) -> std::fmt::Result {
+        let mut object = JsonObject::default();
+        fields.record(&mut object);
+        let added = object.finish();
+        let current = &mut current.fields;
+        if !current.ends_with('}') || current == "{}" {
+            *current = added;
+        } else if added != "{}" {
+            current.pop();
+            current.push(',');
+            current.push_str(&added[1..]);
+        }
+        Ok(())
+    }
+}
+
+/// Fields written as the members of one JSON object.
+#[derive(Default)]
+struct JsonObject(Vec<u8>);
+
+impl JsonObject {
+    fn key(&mut self, field: &Field) {
+        self.0.push(if self.0.is_empty() { b'{' } else { b',' });
+        let _ = serde_json::to_writer(&mut self.0, field.name());
+        self.0.push(b':');
+    }
+
+    fn value(&mut self, field: &Field, value: impl serde::Serialize) {
+        self.key(field);
+        if serde_json::to_writer(&mut self.0, &value).is_err() {
+            self.0.extend_from_slice(b"null");
+        }
+    }
+
+    fn finish(mut self) -> String {
+        if self.0.is_empty() {
+            self.0.push(b'{');
+        }
+        self.0.push(b'}');
+        String::from_utf8(self.0).unwrap_or_else(|_| "{}".to_owned())
+    }
+}
+
+impl Visit for JsonObject {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.value(field, format!("{value:?}"));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.value(field, value);
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.value(field, value);
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.value(field, value);
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.value(field, value);
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.value(field, value);
+    }
 }
 
 struct HeaderExtractor<'a>(&'a [(String, String)]);
@@ -143,4 +235,59 @@ pub fn trace_id_of(span: &tracing::Span) -> Option<String> {
     let context = span.context();
     let span_context = context.span().span_context().clone();
     span_context.is_valid().then(|| span_context.trace_id().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn log_lines_carry_their_span_fields_including_those_recorded_later() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::registry().with(json_logs(move || writer.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "POST /webhooks/{source}",
+                webhook.source = "stripe",
+                url.path = %"/webhooks/stripe",
+                quoted = "a \"b\" \\ c",
+                attempt = 3u64,
+                webhook.delivery_id = tracing::field::Empty,
+                http.response.status_code = tracing::field::Empty,
+            );
+            span.record("webhook.delivery_id", "evt_1");
+            span.record("http.response.status_code", 401u16);
+            span.in_scope(|| tracing::warn!(reason = "mismatch", "webhook refused"));
+            tracing::info_span!("bare").in_scope(|| tracing::warn!("no fields"));
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap_or_else(|e| e.into_inner()).clone()).expect("utf-8");
+        let lines: Vec<serde_json::Value> =
+            text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let span = &lines[0]["span"];
+        assert_eq!(span["name"], "POST /webhooks/{source}", "{text}");
+        assert_eq!(span["webhook.source"], "stripe");
+        assert_eq!(span["url.path"], "/webhooks/stripe");
+        assert_eq!(span["quoted"], "a \"b\" \\ c");
+        assert_eq!(span["attempt"], 3);
+        assert_eq!(span["webhook.delivery_id"], "evt_1", "recorded after the span opened");
+        assert_eq!(span["http.response.status_code"], 401);
+        assert_eq!(lines[0]["fields"]["reason"], "mismatch");
+        assert_eq!(lines[1]["span"], serde_json::json!({ "name": "bare" }), "{text}");
+    }
 }
