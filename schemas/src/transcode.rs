@@ -293,10 +293,17 @@ impl Transcoder {
                     .unwrap_or_else(|| TranscodeError { pointer: String::new(), message: "empty union".into() }))
             }
             Schema::Record(record) => {
-                let Doc::Object(_) = json else { return mismatch("an object") };
+                let Doc::Object(members) = json else { return mismatch("an object") };
+                // Fields are found by scanning the members; past SCAN_LIMIT
+                // comparisons (a large object), through an index instead.
+                let index = (members.len() * (record.fields.len() + 1) > SCAN_LIMIT)
+                    .then(|| members.iter().map(|(k, v)| (k.as_ref(), v)).collect::<HashMap<&str, &Doc<'_>>>());
+                let get = |name: &str| match &index {
+                    Some(index) => index.get(name).copied(),
+                    None => json.get(name),
+                };
                 for field in &record.fields {
-                    let found =
-                        json.get(&field.name).or_else(|| field.aliases.iter().find_map(|alias| json.get(alias)));
+                    let found = get(&field.name).or_else(|| field.aliases.iter().find_map(|alias| get(alias)));
                     let written = match (found, &field.default) {
                         (Some(value), _) => self.write(&field.schema, value, out),
                         (None, Some(default)) => self.write(&field.schema, &Doc::from(default), out),
@@ -318,6 +325,10 @@ impl Transcoder {
         }
     }
 }
+
+/// Member comparisons a record may cost by scanning before its object is
+/// indexed (the last of duplicated keys wins either way).
+const SCAN_LIMIT: usize = 4096;
 
 /// Avro `long`/`int`: zig-zag, then little-endian base-128 varint.
 pub fn write_long(out: &mut Vec<u8>, n: i64) {
@@ -458,6 +469,29 @@ mod tests {
         assert_eq!(epoch_millis_text(" 1700000000 "), Some(1_700_000_000_000));
         for not_a_time in ["NaN", "inf", "-infinity"] {
             assert_eq!(epoch_millis_text(not_a_time), None, "{not_a_time}");
+        }
+    }
+
+    #[test]
+    fn large_objects_find_their_fields_as_small_ones_do() {
+        let fields: Vec<Json> = (0..20).map(|i| json!({"name": format!("f{i}"), "type": "long"})).collect();
+        let t = transcoder(json!({"type":"record","name":"Wide","fields": fields}));
+        for members in [25, 2000] {
+            let mut object = serde_json::Map::new();
+            for i in (0..members).rev() {
+                object.insert(format!("f{i}"), json!(i));
+            }
+            // A repeated key: the last one wins, indexed or scanned.
+            let text = format!(r#"{},"f3":333}}"#, serde_json::to_string(&object).expect("json").trim_end_matches('}'));
+            let mut bytes = Vec::new();
+            t.encode(&Doc::parse(text.as_bytes()).expect("parses"), &mut bytes).expect("encodes");
+            let Value::Record(decoded) = crate::wire::decode_avro(t.schema(), &bytes).expect("decodes") else {
+                panic!("record")
+            };
+            let expected: Vec<i64> = (0..20).map(|i| if i == 3 { 333 } else { i }).collect();
+            let found: Vec<i64> =
+                decoded.iter().map(|(_, v)| if let Value::Long(n) = v { *n } else { panic!("long") }).collect();
+            assert_eq!(found, expected, "{members} members");
         }
     }
 
