@@ -2,7 +2,8 @@
 //!
 //! The Avro side of the webhook bridge: the catalog of schemas per source,
 //! event type and version; the compatibility checks between versions
-//! (decided by apache-avro's schema resolution); the Confluent wire format;
+//! (decided by apache-avro's schema resolution); JSON → Avro transcoding of
+//! a body read as a [`doc::Doc`]; the Confluent wire format;
 //! and a Confluent-compatible Schema Registry that stores its state in a
 //! compacted Kafka topic, so the project runs with no JVM.
 //!
