@@ -195,15 +195,7 @@ async fn closed_loop(url: &str, bodies: Arc<Vec<(Vec<u8>, String)>>, concurrency
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap_or_default();
-    let url: Arc<str> = url.into();
-    unpaced(bodies.len(), concurrency, move |i| {
-        let (client, bodies, url) = (client.clone(), bodies.clone(), url.clone());
-        async move {
-            let (body, signature) = &bodies[i];
-            post_signed(&client, &url, body, signature).await
-        }
-    })
-    .await
+    unpaced(bodies.len(), concurrency, posting(client, url, bodies)).await
 }
 
 /// Runs `send(i)` for i in `0..count` from `concurrency` workers, each
@@ -244,15 +236,23 @@ where
 /// Sends `bodies` at a fixed rate (open loop), measuring each answer from its scheduled start.
 async fn open_loop(url: &str, bodies: Arc<Vec<(Vec<u8>, String)>>, per_second: f64) -> Load {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap_or_default();
+    paced(bodies.len(), per_second, posting(client, url, bodies)).await
+}
+
+/// `send(i)` for the HTTP loops: posts signed body `i`, the answer's status.
+fn posting(
+    client: reqwest::Client,
+    url: &str,
+    bodies: Arc<Vec<(Vec<u8>, String)>>,
+) -> impl Fn(usize) -> std::pin::Pin<Box<dyn std::future::Future<Output = u16> + Send>> + Send + Sync + 'static {
     let url: Arc<str> = url.into();
-    paced(bodies.len(), per_second, move |i| {
+    move |i| {
         let (client, bodies, url) = (client.clone(), bodies.clone(), url.clone());
-        async move {
+        Box::pin(async move {
             let (body, signature) = &bodies[i];
             post_signed(&client, &url, body, signature).await
-        }
-    })
-    .await
+        })
+    }
 }
 
 /// Produces `records` at a fixed rate, measuring each acknowledgement from its scheduled send.
@@ -427,16 +427,23 @@ fn cpu_us(ticks: u64, requests: usize) -> f64 {
     ticks as f64 / TICKS_PER_SECOND * 1e6 / requests.max(1) as f64
 }
 
+/// Runs `work`; with it, the CPU ticks the process tree of `pid` spent meanwhile.
+async fn ticks_during<T>(pid: u32, work: impl std::future::Future<Output = T>) -> (T, u64) {
+    let (before, _) = tree_stats(pid);
+    let output = work.await;
+    let (after, _) = tree_stats(pid);
+    (output, after.saturating_sub(before))
+}
+
 async fn measure_server(name: &str, url: &str, pid: u32, requests: usize, concurrency: usize) -> Measured {
     let warm = signed_bodies(10_000_000, 500);
     closed_loop(url, warm, concurrency).await;
     let bodies = signed_bodies(0, requests);
-    let (ticks_before, _) = tree_stats(pid);
-    let load = closed_loop(url, bodies, concurrency).await;
-    let (ticks_after, rss_kib) = tree_stats(pid);
+    let (load, ticks) = ticks_during(pid, closed_loop(url, bodies, concurrency)).await;
+    let (_, rss_kib) = tree_stats(pid);
     Measured {
         concurrency,
-        cpu_us_per_request: Some(cpu_us(ticks_after - ticks_before, requests)),
+        cpu_us_per_request: Some(cpu_us(ticks, requests)),
         peak_rss_mib: Some(rss_kib as f64 / 1024.0),
         ..load.row(name, requests)
     }
@@ -562,29 +569,63 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     results.push(bridge_result.clone());
     results.push(half.row("bridge at half of peak (open loop)", half_count));
     drop(bridge);
-    if cli.bridge_only {
-        print_table(&results, &cli);
-        println!("{half_split}");
-        println!("{overload_line}");
-        registry.stop();
-        let _ = std::fs::remove_dir_all(&dir);
-        return Ok(());
+    let topic = "webhooks.stripe.payment_intent.succeeded";
+
+    if !cli.bridge_only {
+        results.extend(kafka_limits(&brokers, topic, &cli, half_count, half_rate).await?);
+        results.extend(http_limits(&cli, half_count, half_rate).await?);
+        // 4. The do-it-yourself Python peer.
+        if let Some(python) = &cli.python {
+            eprintln!("▶ Python peer: Starlette + uvicorn (2 workers), fastavro, confluent-kafka");
+            match python_peer(python, &root, &dir, &brokers, &registry, cli.requests, cli.concurrency).await {
+                Ok(measured) => results.push(measured),
+                Err(error) => eprintln!("the Python peer could not be measured: {error:#}"),
+            }
+        }
     }
 
-    // 2. The Kafka limit: the bridge's own records, re-sent by a bare producer.
+    print_table(&results, &cli);
+    println!("{half_split}");
+    println!("{overload_line}");
+
+    // 5. The sync consumer.
+    if !cli.bridge_only {
+        eprintln!("▶ sync consumer: {} events into PostgreSQL", cli.consumer_events);
+        match consumer_bench(&brokers, &registry.url, topic, cli.consumer_events).await {
+            Ok((events, elapsed)) => println!(
+                "\nsync consumer: {events} events into PostgreSQL in {:.2} s = {:.0} events/s (batches of 500, one transaction each)",
+                elapsed.as_secs_f64(),
+                events as f64 / elapsed.as_secs_f64()
+            ),
+            Err(error) => println!("\nsync consumer: not measured ({error})"),
+        }
+    }
+    registry.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Step 2, the Kafka limit: the bridge's own records (read back from
+/// `topic`), re-sent by a bare producer with the bridge's producer settings.
+async fn kafka_limits(
+    brokers: &str,
+    topic: &str,
+    cli: &Cli,
+    half_count: usize,
+    half_rate: f64,
+) -> anyhow::Result<Vec<Measured>> {
     eprintln!("▶ Kafka limit: bare rdkafka producer");
-    let topic = "webhooks.stripe.payment_intent.succeeded";
-    let records = read_records(&brokers, topic, cli.requests)?;
-    schemas::topics::ensure_topic(&brokers, "bench.kafka-limit", 3, &[]).await?;
+    let records = read_records(brokers, topic, cli.requests)?;
+    schemas::topics::ensure_topic(brokers, "bench.kafka-limit", 3, &[]).await?;
     let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
+        .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("compression.type", "lz4")
         .set("linger.ms", "2")
         .create()?;
-    // The producer runs in this process: its CPU is this process's during the run.
-    let (ticks_before, _) = tree_stats(std::process::id());
+    // The producer runs in this process: its CPU is this process's during each run.
+    let own = std::process::id();
     let started = Instant::now();
     let sends = records.iter().map(|(key, value)| {
         let producer = producer.clone();
@@ -593,40 +634,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             producer.send(record, Duration::from_secs(30)).await.is_ok()
         }
     });
-    let acked = futures::future::join_all(sends).await.into_iter().filter(|ok| *ok).count();
-    let elapsed = started.elapsed();
-    let (ticks_after, _) = tree_stats(std::process::id());
-    results.push(Measured {
+    let (acked, ticks) = ticks_during(own, futures::future::join_all(sends)).await;
+    let acked = acked.into_iter().filter(|ok| *ok).count();
+    let all_at_once = Measured {
         name: "Kafka limit (bare producer, same records)".into(),
         requests: records.len(),
-        per_second: records.len() as f64 / elapsed.as_secs_f64(),
-        cpu_us_per_request: Some(cpu_us(ticks_after - ticks_before, records.len())),
+        per_second: records.len() as f64 / started.elapsed().as_secs_f64(),
+        cpu_us_per_request: Some(cpu_us(ticks, records.len())),
         errors: records.len() - acked,
         ..Default::default()
-    });
+    };
     // The same records with as many in flight as the bridge has connections:
     // the batches the bridge's producer sees, so its CPU per record is the
     // Kafka part of the bridge's own.
-    let (ticks_before, _) = tree_stats(std::process::id());
-    let shaped = produce_closed_loop(&producer, "bench.kafka-limit", records.clone(), cli.concurrency).await;
-    let (ticks_after, _) = tree_stats(std::process::id());
-    results.push(Measured {
+    let (shaped, ticks) =
+        ticks_during(own, produce_closed_loop(&producer, "bench.kafka-limit", records.clone(), cli.concurrency)).await;
+    let shaped = Measured {
         concurrency: cli.concurrency,
-        cpu_us_per_request: Some(cpu_us(ticks_after - ticks_before, records.len())),
+        cpu_us_per_request: Some(cpu_us(ticks, records.len())),
         ..shaped.row(&format!("Kafka limit, {} records in flight", cli.concurrency), records.len())
-    });
+    };
     // The same records at the bridge's half-peak rate, each acknowledged
     // from its scheduled send: the broker's own latency at that load.
     let half_records: Vec<_> = records.iter().cycle().take(half_count).cloned().collect();
-    let (ticks_before, _) = tree_stats(std::process::id());
-    let broker_half = produce_open_loop(&producer, "bench.kafka-limit", half_records, half_rate).await;
-    let (ticks_after, _) = tree_stats(std::process::id());
-    results.push(Measured {
-        cpu_us_per_request: Some(cpu_us(ticks_after - ticks_before, half_count)),
-        ..broker_half.row("Kafka limit at the bridge's half-peak rate (open loop)", half_count)
-    });
+    let (half, ticks) =
+        ticks_during(own, produce_open_loop(&producer, "bench.kafka-limit", half_records, half_rate)).await;
+    let half = Measured {
+        cpu_us_per_request: Some(cpu_us(ticks, half_count)),
+        ..half.row("Kafka limit at the bridge's half-peak rate (open loop)", half_count)
+    };
+    Ok(vec![all_at_once, shaped, half])
+}
 
-    // 3. The HTTP limit.
+/// Step 3, the HTTP limit: a server that only answers 200, closed loop and
+/// at the bridge's half-peak rate.
+async fn http_limits(cli: &Cli, half_count: usize, half_rate: f64) -> anyhow::Result<Vec<Measured>> {
     eprintln!("▶ HTTP limit: axum answering 200");
     let http_port = testbed::free_port()?;
     let server = Killed(
@@ -636,42 +678,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     );
     let http_url = format!("http://127.0.0.1:{http_port}/webhooks/stripe");
     wait_http(&http_url).await?;
-    results.push(
-        measure_server("HTTP limit (axum, answers 200)", &http_url, server.0.id(), cli.requests, cli.concurrency).await,
-    );
+    let closed =
+        measure_server("HTTP limit (axum, answers 200)", &http_url, server.0.id(), cli.requests, cli.concurrency).await;
     // The same open loop as the bridge's half-peak run, against a server
     // that does nothing: the latency the load generator itself adds.
     let bodies = signed_bodies(40_000_000, half_count);
     let baseline = open_loop(&http_url, bodies, half_rate).await;
-    results.push(baseline.row("HTTP limit at the bridge's half-peak rate (open loop)", half_count));
-    drop(server);
-
-    // 4. The do-it-yourself Python peer.
-    if let Some(python) = &cli.python {
-        eprintln!("▶ Python peer: Starlette + uvicorn (2 workers), fastavro, confluent-kafka");
-        match python_peer(python, &root, &dir, &brokers, &registry, cli.requests, cli.concurrency).await {
-            Ok(measured) => results.push(measured),
-            Err(error) => eprintln!("the Python peer could not be measured: {error:#}"),
-        }
-    }
-
-    print_table(&results, &cli);
-    println!("{half_split}");
-    println!("{overload_line}");
-
-    // 5. The sync consumer.
-    eprintln!("▶ sync consumer: {} events into PostgreSQL", cli.consumer_events);
-    match consumer_bench(&brokers, &registry.url, topic, cli.consumer_events).await {
-        Ok((events, elapsed)) => println!(
-            "\nsync consumer: {events} events into PostgreSQL in {:.2} s = {:.0} events/s (batches of 500, one transaction each)",
-            elapsed.as_secs_f64(),
-            events as f64 / elapsed.as_secs_f64()
-        ),
-        Err(error) => println!("\nsync consumer: not measured ({error})"),
-    }
-    registry.stop();
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    Ok(vec![closed, baseline.row("HTTP limit at the bridge's half-peak rate (open loop)", half_count)])
 }
 
 async fn python_peer(
