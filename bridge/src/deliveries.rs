@@ -226,6 +226,11 @@ impl View {
     fn shard(&self, digest: Digest) -> std::sync::MutexGuard<'_, Shard> {
         self.shards[(digest >> 64) as usize % SHARDS].lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Every shard in turn, each locked only while it is looked at.
+    fn each(&self) -> impl Iterator<Item = std::sync::MutexGuard<'_, Shard>> {
+        self.shards.iter().map(|shard| shard.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 impl Default for View {
@@ -417,14 +422,12 @@ impl DeliveryLog {
     /// How many deliveries the view holds.
     #[expect(clippy::len_without_is_empty, reason = "a gauge, not a collection")]
     pub fn len(&self) -> usize {
-        self.view.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).seen.len()).sum()
+        self.view.each().map(|shard| shard.seen.len()).sum()
     }
 
     /// Forgets deliveries older than the window (called periodically), one shard at a time.
     pub fn prune(&self, now_ms: i64) {
-        for shard in &self.view.shards {
-            shard.lock().unwrap_or_else(|e| e.into_inner()).prune(now_ms, self.window_ms);
-        }
+        self.view.each().for_each(|mut shard| shard.prune(now_ms, self.window_ms));
     }
 }
 
@@ -450,7 +453,7 @@ mod tests {
     }
 
     fn landings(log: &DeliveryLog) -> usize {
-        log.view.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).landings.len()).sum()
+        log.view.each().map(|shard| shard.landings.len()).sum()
     }
 
     fn log(window_ms: i64) -> DeliveryLog {
