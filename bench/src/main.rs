@@ -255,26 +255,6 @@ fn posting(
     }
 }
 
-/// Produces `records` at a fixed rate, measuring each acknowledgement from its scheduled send.
-async fn produce_open_loop(
-    producer: &FutureProducer,
-    topic: &str,
-    records: Vec<(Vec<u8>, Vec<u8>)>,
-    per_second: f64,
-) -> Load {
-    paced(records.len(), per_second, producing(producer, topic, records)).await
-}
-
-/// Produces `records` from `concurrency` senders, each sending its next when the last is acknowledged.
-async fn produce_closed_loop(
-    producer: &FutureProducer,
-    topic: &str,
-    records: Vec<(Vec<u8>, Vec<u8>)>,
-    concurrency: usize,
-) -> Load {
-    unpaced(records.len(), concurrency, producing(producer, topic, records)).await
-}
-
 /// `send(i)` for the producer loops: produces record `i`, 200 once acknowledged, else 503.
 fn producing(
     producer: &FutureProducer,
@@ -647,8 +627,11 @@ async fn kafka_limits(
     // The same records with as many in flight as the bridge has connections:
     // the batches the bridge's producer sees, so its CPU per record is the
     // Kafka part of the bridge's own.
-    let (shaped, ticks) =
-        ticks_during(own, produce_closed_loop(&producer, "bench.kafka-limit", records.clone(), cli.concurrency)).await;
+    let (shaped, ticks) = ticks_during(
+        own,
+        unpaced(records.len(), cli.concurrency, producing(&producer, "bench.kafka-limit", records.clone())),
+    )
+    .await;
     let shaped = Measured {
         concurrency: cli.concurrency,
         cpu_us_per_request: Some(cpu_us(ticks, records.len())),
@@ -658,7 +641,7 @@ async fn kafka_limits(
     // from its scheduled send: the broker's own latency at that load.
     let half_records: Vec<_> = records.iter().cycle().take(half_count).cloned().collect();
     let (half, ticks) =
-        ticks_during(own, produce_open_loop(&producer, "bench.kafka-limit", half_records, half_rate)).await;
+        ticks_during(own, paced(half_count, half_rate, producing(&producer, "bench.kafka-limit", half_records))).await;
     let half = Measured {
         cpu_us_per_request: Some(cpu_us(ticks, half_count)),
         ..half.row("Kafka limit at the bridge's half-peak rate (open loop)", half_count)
