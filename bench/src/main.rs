@@ -30,9 +30,15 @@ struct Cli {
     /// Requests per measured run.
     #[arg(long, default_value_t = 20_000)]
     requests: usize,
-    /// Concurrent connections of the load generator.
+    /// Concurrent connections of the load generator (the bridge and the
+    /// Kafka limit are also measured at four times as many).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Rounds of the closed-loop runs. Each round runs every scenario once,
+    /// in turn, so the ratios compare runs a few seconds apart on a machine
+    /// whose speed drifts; the table gives each scenario's median and range.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// The bridge binary (release build).
     #[arg(long, default_value = "target/release/bridge")]
     bridge: PathBuf,
@@ -57,9 +63,16 @@ const SECRET: &str = "whsec_bench_secret_0123456789";
 /// eight times as many connections.
 const MAX_IN_FLIGHT: usize = 128;
 
+const BRIDGE: &str = "bridge (verify+transcode+produce, acks=all)";
+const KAFKA: &str = "Kafka limit (bare producer, same records)";
+const HTTP: &str = "HTTP limit (axum, answers 200)";
+const PEER: &str = "Python peer (Starlette, fastavro, confluent-kafka)";
+
 #[derive(Debug, Clone, Default)]
 struct Measured {
     name: String,
+    /// The round of a closed-loop run (from 1); 0 for a run made once.
+    round: usize,
     requests: usize,
     concurrency: usize,
     per_second: f64,
@@ -114,17 +127,28 @@ fn signed(body: &[u8]) -> String {
     format!("t={t},v1={}", hex::encode(mac))
 }
 
-/// `count` signed events numbered from `first` (unique ids per run).
-fn signed_bodies(first: usize, count: usize) -> Arc<Vec<(Vec<u8>, String)>> {
-    Arc::new(
-        (first..first + count)
-            .map(|n| {
-                let body = event(n);
-                let signature = signed(&body);
-                (body, signature)
-            })
-            .collect(),
-    )
+/// Numbers the signed events, so that every delivery of every run is new
+/// to the bridge (a repeated id would take its cheap duplicate path).
+#[derive(Debug, Default)]
+struct Events {
+    next: usize,
+}
+
+impl Events {
+    /// The next `count` events, each signed now (within Stripe's 5-minute tolerance).
+    fn take(&mut self, count: usize) -> Arc<Vec<(Vec<u8>, String)>> {
+        let first = self.next;
+        self.next += count;
+        Arc::new(
+            (first..first + count)
+                .map(|n| {
+                    let body = event(n);
+                    let signature = signed(&body);
+                    (body, signature)
+                })
+                .collect(),
+        )
+    }
 }
 
 struct Load {
@@ -259,9 +283,8 @@ fn posting(
 fn producing(
     producer: &FutureProducer,
     topic: &str,
-    records: Vec<(Vec<u8>, Vec<u8>)>,
+    records: Arc<Vec<(Vec<u8>, Vec<u8>)>>,
 ) -> impl Fn(usize) -> std::pin::Pin<Box<dyn std::future::Future<Output = u16> + Send>> + Send + Sync + 'static {
-    let records = Arc::new(records);
     let (producer, topic): (_, Arc<str>) = (producer.clone(), topic.into());
     move |i| {
         let (producer, records, topic) = (producer.clone(), records.clone(), topic.clone());
@@ -415,10 +438,15 @@ async fn ticks_during<T>(pid: u32, work: impl std::future::Future<Output = T>) -
     (output, after.saturating_sub(before))
 }
 
-async fn measure_server(name: &str, url: &str, pid: u32, requests: usize, concurrency: usize) -> Measured {
-    let warm = signed_bodies(10_000_000, 500);
-    closed_loop(url, warm, concurrency).await;
-    let bodies = signed_bodies(0, requests);
+/// One closed-loop run of `bodies` against the server whose process tree is `pid`.
+async fn measure_server(
+    name: &str,
+    url: &str,
+    pid: u32,
+    bodies: Arc<Vec<(Vec<u8>, String)>>,
+    concurrency: usize,
+) -> Measured {
+    let requests = bodies.len();
     let (load, ticks) = ticks_during(pid, closed_loop(url, bodies, concurrency)).await;
     let (_, rss_kib) = tree_stats(pid);
     Measured {
@@ -440,22 +468,53 @@ async fn wait_http(url: &str) -> anyhow::Result<()> {
     anyhow::bail!("{url} did not answer")
 }
 
-/// Starts the bridge binary with `config` written to `path`.
-fn spawn_bridge(binary: &std::path::Path, path: &std::path::Path, config: &str) -> anyhow::Result<Killed> {
-    std::fs::write(path, config)?;
+/// A server under test: its process (killed when this is dropped) and the URL webhooks are posted to.
+struct Running<P> {
+    process: P,
+    url: String,
+}
+
+impl<P: Pid> Running<P> {
+    fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+}
+
+/// The process whose tree's CPU and memory are measured.
+trait Pid {
+    fn pid(&self) -> u32;
+}
+
+/// Starts the bridge binary with `config(port)` written to `dir/name.toml`, and waits until it answers.
+async fn start_bridge(
+    binary: &std::path::Path,
+    dir: &std::path::Path,
+    name: &str,
+    config: &dyn Fn(u16) -> String,
+) -> anyhow::Result<Running<Killed>> {
+    let port = testbed::free_port()?;
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, config(port))?;
     let child = Command::new(binary)
         .args(["--config"])
-        .arg(path)
+        .arg(&path)
         // No per-delivery log line unless asked for (BENCH_BRIDGE_LOG=info, the bridge's default).
         .env("RUST_LOG", std::env::var("BENCH_BRIDGE_LOG").unwrap_or_else(|_| "warn".into()))
         .envs(std::env::var("BENCH_BRIDGE_WORKERS").ok().map(|n| ("TOKIO_WORKER_THREADS", n)))
         .stdout(Stdio::null())
         .spawn()
         .with_context(|| format!("starting {}", binary.display()))?;
-    Ok(Killed(child))
+    let bridge = Running { process: Killed(child), url: format!("http://127.0.0.1:{port}/webhooks/stripe") };
+    wait_http(&format!("http://127.0.0.1:{port}/healthz")).await?;
+    Ok(bridge)
 }
 
 struct Killed(Child);
+impl Pid for Killed {
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -467,6 +526,11 @@ impl Drop for Killed {
 /// workers), killed with the whole group: killing only the leader leaves
 /// its workers running, and their producers retrying into later runs.
 struct KilledGroup(Child);
+impl Pid for KilledGroup {
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
 impl KilledGroup {
     fn spawn(command: &mut Command) -> std::io::Result<Self> {
         use std::os::unix::process::CommandExt;
@@ -488,56 +552,105 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("secret"), SECRET)?;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let bridge_config = |port: u16, extra: &str| {
+    // Each bridge keeps its own delivery log, so none replays or tails the
+    // deliveries of another.
+    let bridge_config = |port: u16, name: &str, server: &str| {
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n{extra}[kafka]\nbrokers = \"{brokers}\"\npartitions = 3\n[registry]\nurl = \"{}\"\n[catalog]\ndir = \"{}\"\n[sources.stripe]\nprovider = \"stripe\"\nsecrets_file = \"{}\"\nkey_pointer = \"/data/object/id\"\nversion_pointer = \"/api_version\"\n",
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n{server}[kafka]\nbrokers = \"{brokers}\"\npartitions = 3\ndeliveries_topic = \"_bench_{name}_deliveries\"\n[registry]\nurl = \"{}\"\n[catalog]\ndir = \"{}\"\n[sources.stripe]\nprovider = \"stripe\"\nsecrets_file = \"{}\"\nkey_pointer = \"/data/object/id\"\nversion_pointer = \"/api_version\"\n",
             registry.url,
             root.join("schemas/catalog").display(),
             dir.join("secret").display()
         )
     };
-    let bridge_port = testbed::free_port()?;
-    let mut results = Vec::new();
+    let topic = "webhooks.stripe.payment_intent.succeeded";
+    let (narrow, wide) = (cli.concurrency, cli.concurrency * 4);
+    let rounds = cli.rounds.max(1);
+    let mut events = Events::default();
 
-    // 1. The bridge.
-    eprintln!("▶ bridge: {} requests, {} connections", cli.requests, cli.concurrency);
-    let bridge = spawn_bridge(&cli.bridge, &dir.join("bridge.toml"), &bridge_config(bridge_port, ""))?;
-    let bridge_url = format!("http://127.0.0.1:{bridge_port}/webhooks/stripe");
-    wait_http(&format!("http://127.0.0.1:{bridge_port}/healthz")).await?;
-    let bridge_result = measure_server(
-        "bridge (verify+transcode+produce, acks=all)",
-        &bridge_url,
-        bridge.0.id(),
-        cli.requests,
-        cli.concurrency,
-    )
-    .await;
-    eprintln!("▶ bridge at half its peak rate ({:.0}/s)", bridge_result.per_second / 2.0);
-    let half_rate = bridge_result.per_second / 2.0;
+    // Everything measured in the rounds is started first, then measured in
+    // turns: a ratio compares runs seconds apart, not minutes.
+    eprintln!("▶ starting the bridge (two instances: {narrow} and {wide} connections) and what it is compared with");
+    let bridge = start_bridge(&cli.bridge, &dir, "bridge", &|port| bridge_config(port, "bridge", "")).await?;
+    let wide_bridge = start_bridge(&cli.bridge, &dir, "wide", &|port| bridge_config(port, "wide", "")).await?;
+    closed_loop(&bridge.url, events.take(WARM_UP), narrow).await;
+    closed_loop(&wide_bridge.url, events.take(WARM_UP), wide).await;
+    let limits = match cli.bridge_only {
+        true => None,
+        false => Some(Limits::start(&cli, &root, &dir, &brokers, &registry, &mut events).await?),
+    };
+
+    let mut runs = Vec::new();
+    let mut records = Arc::new(Vec::new());
+    for round in 1..=rounds {
+        eprintln!("▶ round {round} of {rounds}");
+        let mut ran = vec![
+            measure_server(BRIDGE, &bridge.url, bridge.pid(), events.take(cli.requests), narrow).await,
+            measure_server(BRIDGE, &wide_bridge.url, wide_bridge.pid(), events.take(cli.requests), wide).await,
+        ];
+        if let Some(limits) = &limits {
+            if records.is_empty() {
+                records = Arc::new(read_records(&brokers, topic, cli.requests)?);
+            }
+            for depth in [narrow, wide, records.len()] {
+                ran.push(limits.kafka(&records, depth).await);
+            }
+            ran.push(
+                measure_server(HTTP, &limits.http.url, limits.http.pid(), events.take(cli.requests), narrow).await,
+            );
+            if let Some(peer) = &limits.peer {
+                ran.push(measure_server(PEER, &peer.url, peer.pid(), events.take(cli.requests), narrow).await);
+            }
+        }
+        runs.extend(ran.into_iter().map(|run| Measured { round, ..run }));
+    }
+
+    // Half of the bridge's median peak at `narrow` connections, open loop.
+    let half_rate =
+        median(runs.iter().filter(|r| r.name == BRIDGE && r.concurrency == narrow).map(|r| r.per_second)) / 2.0;
     let half_count = ((half_rate * 10.0) as usize).clamp(1000, cli.requests);
-    let bodies = signed_bodies(20_000_000, half_count);
-    let metrics_url = format!("http://127.0.0.1:{bridge_port}/metrics");
+    eprintln!("▶ bridge at half its peak rate ({half_rate:.0}/s)");
+    let metrics_url = bridge.url.replace("/webhooks/stripe", "/metrics");
     let histograms_before = BridgeHistograms::scrape(&metrics_url).await;
-    let half = open_loop(&bridge_url, bodies, half_rate).await;
+    let half = open_loop(&bridge.url, events.take(half_count), half_rate).await;
     let half_split = BridgeHistograms::scrape(&metrics_url).await.since(&histograms_before).line();
+    runs.push(half.row("bridge at half of peak (open loop)", half_count));
+    if let Some(limits) = &limits {
+        // The broker's own latency at that load, each record acknowledged
+        // from its scheduled send; then the latency the load generator adds
+        // by itself, against a server that does nothing.
+        let half_records = Arc::new(records.iter().cycle().take(half_count).cloned().collect());
+        let (half, ticks) = ticks_during(
+            std::process::id(),
+            paced(half_count, half_rate, producing(&limits.producer, KAFKA_TOPIC, half_records)),
+        )
+        .await;
+        runs.push(Measured {
+            cpu_us_per_request: Some(cpu_us(ticks, half_count)),
+            ..half.row("Kafka limit at the bridge's half-peak rate (open loop)", half_count)
+        });
+        let baseline = open_loop(&limits.http.url, events.take(half_count), half_rate).await;
+        runs.push(baseline.row("HTTP limit at the bridge's half-peak rate (open loop)", half_count));
+    }
+    drop(limits);
+    drop(wide_bridge);
+
     // Overload: a bridge taking at most MAX_IN_FLIGHT deliveries at once,
     // eight times as many connections; the rest must be refused at once
     // (503) with memory staying bounded.
     let overload_connections = MAX_IN_FLIGHT * 8;
     eprintln!("▶ bridge overloaded: {overload_connections} connections, max_in_flight {MAX_IN_FLIGHT}");
-    let overload_port = testbed::free_port()?;
-    let overloaded = spawn_bridge(
-        &cli.bridge,
-        &dir.join("bridge-overload.toml"),
-        &bridge_config(overload_port, &format!("max_in_flight = {MAX_IN_FLIGHT}\n")),
-    )?;
-    wait_http(&format!("http://127.0.0.1:{overload_port}/healthz")).await?;
-    let overload_bodies = signed_bodies(30_000_000, cli.requests);
-    let overload_url = format!("http://127.0.0.1:{overload_port}/webhooks/stripe");
-    let overload = closed_loop(&overload_url, overload_bodies, overload_connections).await;
-    let (_, overload_rss_kib) = tree_stats(overloaded.0.id());
+    let overloaded = start_bridge(&cli.bridge, &dir, "overload", &|port| {
+        bridge_config(port, "overload", &format!("max_in_flight = {MAX_IN_FLIGHT}\n"))
+    })
+    .await?;
+    let overload = closed_loop(&overloaded.url, events.take(cli.requests), overload_connections).await;
+    let (_, overload_rss_kib) = tree_stats(overloaded.pid());
     drop(overloaded);
-    let overload_line = format!(
+    drop(bridge);
+
+    print_table(&runs, &cli);
+    println!("{half_split}");
+    println!(
         "overload: {} requests from {overload_connections} connections (max_in_flight {MAX_IN_FLIGHT}): {} accepted, \
          {} answered 503 at once, {} other errors; bridge peak RSS {:.1} MiB",
         cli.requests,
@@ -546,29 +659,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         overload.errors - overload.unavailable,
         overload_rss_kib as f64 / 1024.0
     );
-    results.push(bridge_result.clone());
-    results.push(half.row("bridge at half of peak (open loop)", half_count));
-    drop(bridge);
-    let topic = "webhooks.stripe.payment_intent.succeeded";
 
-    if !cli.bridge_only {
-        results.extend(kafka_limits(&brokers, topic, &cli, half_count, half_rate).await?);
-        results.extend(http_limits(&cli, half_count, half_rate).await?);
-        // 4. The do-it-yourself Python peer.
-        if let Some(python) = &cli.python {
-            eprintln!("▶ Python peer: Starlette + uvicorn (2 workers), fastavro, confluent-kafka");
-            match python_peer(python, &root, &dir, &brokers, &registry, cli.requests, cli.concurrency).await {
-                Ok(measured) => results.push(measured),
-                Err(error) => eprintln!("the Python peer could not be measured: {error:#}"),
-            }
-        }
-    }
-
-    print_table(&results, &cli);
-    println!("{half_split}");
-    println!("{overload_line}");
-
-    // 5. The sync consumer.
     if !cli.bridge_only {
         eprintln!("▶ sync consumer: {} events into PostgreSQL", cli.consumer_events);
         match consumer_bench(&brokers, &registry.url, topic, cli.consumer_events).await {
@@ -585,127 +676,109 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Step 2, the Kafka limit: the bridge's own records (read back from
-/// `topic`), re-sent by a bare producer with the bridge's producer settings.
-async fn kafka_limits(
-    brokers: &str,
-    topic: &str,
-    cli: &Cli,
-    half_count: usize,
-    half_rate: f64,
-) -> anyhow::Result<Vec<Measured>> {
-    eprintln!("▶ Kafka limit: bare rdkafka producer");
-    let records = read_records(brokers, topic, cli.requests)?;
-    schemas::topics::ensure_topic(brokers, "bench.kafka-limit", 3, &[]).await?;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("compression.type", "lz4")
-        .set("linger.ms", "2")
-        .create()?;
-    // The producer runs in this process: its CPU is this process's during each run.
-    let own = std::process::id();
-    let started = Instant::now();
-    let sends = records.iter().map(|(key, value)| {
-        let producer = producer.clone();
-        async move {
-            let record = FutureRecord::to("bench.kafka-limit").key(key.as_slice()).payload(value.as_slice());
-            producer.send(record, Duration::from_secs(30)).await.is_ok()
-        }
-    });
-    let (acked, ticks) = ticks_during(own, futures::future::join_all(sends)).await;
-    let acked = acked.into_iter().filter(|ok| *ok).count();
-    let all_at_once = Measured {
-        name: "Kafka limit (bare producer, same records)".into(),
-        requests: records.len(),
-        per_second: records.len() as f64 / started.elapsed().as_secs_f64(),
-        cpu_us_per_request: Some(cpu_us(ticks, records.len())),
-        errors: records.len() - acked,
-        ..Default::default()
-    };
-    // The same records with as many in flight as the bridge has connections:
-    // the batches the bridge's producer sees, so its CPU per record is the
-    // Kafka part of the bridge's own.
-    let (shaped, ticks) = ticks_during(
-        own,
-        unpaced(records.len(), cli.concurrency, producing(&producer, "bench.kafka-limit", records.clone())),
-    )
-    .await;
-    let shaped = Measured {
-        concurrency: cli.concurrency,
-        cpu_us_per_request: Some(cpu_us(ticks, records.len())),
-        ..shaped.row(&format!("Kafka limit, {} records in flight", cli.concurrency), records.len())
-    };
-    // The same records at the bridge's half-peak rate, each acknowledged
-    // from its scheduled send: the broker's own latency at that load.
-    let half_records: Vec<_> = records.iter().cycle().take(half_count).cloned().collect();
-    let (half, ticks) =
-        ticks_during(own, paced(half_count, half_rate, producing(&producer, "bench.kafka-limit", half_records))).await;
-    let half = Measured {
-        cpu_us_per_request: Some(cpu_us(ticks, half_count)),
-        ..half.row("Kafka limit at the bridge's half-peak rate (open loop)", half_count)
-    };
-    Ok(vec![all_at_once, shaped, half])
+/// Where the bare producer of the Kafka-limit runs sends.
+const KAFKA_TOPIC: &str = "bench.kafka-limit";
+/// Requests that warm up each server before its first measured run.
+const WARM_UP: usize = 500;
+
+/// What the bridge is compared with, started once and measured in turns.
+struct Limits {
+    /// A bare producer with the bridge's producer settings (in this process).
+    producer: FutureProducer,
+    /// An axum server that only answers 200.
+    http: Running<Killed>,
+    /// The do-it-yourself Python receiver, if it started.
+    peer: Option<Running<KilledGroup>>,
 }
 
-/// Step 3, the HTTP limit: a server that only answers 200, closed loop and
-/// at the bridge's half-peak rate.
-async fn http_limits(cli: &Cli, half_count: usize, half_rate: f64) -> anyhow::Result<Vec<Measured>> {
-    eprintln!("▶ HTTP limit: axum answering 200");
-    let http_port = testbed::free_port()?;
-    let server = Killed(
-        Command::new(std::env::current_exe()?)
-            .args(["--http-limit-server", &format!("127.0.0.1:{http_port}")])
-            .spawn()?,
-    );
-    let http_url = format!("http://127.0.0.1:{http_port}/webhooks/stripe");
-    wait_http(&http_url).await?;
-    let closed =
-        measure_server("HTTP limit (axum, answers 200)", &http_url, server.0.id(), cli.requests, cli.concurrency).await;
-    // The same open loop as the bridge's half-peak run, against a server
-    // that does nothing: the latency the load generator itself adds.
-    let bodies = signed_bodies(40_000_000, half_count);
-    let baseline = open_loop(&http_url, bodies, half_rate).await;
-    Ok(vec![closed, baseline.row("HTTP limit at the bridge's half-peak rate (open loop)", half_count)])
+impl Limits {
+    async fn start(
+        cli: &Cli,
+        root: &std::path::Path,
+        dir: &std::path::Path,
+        brokers: &str,
+        registry: &schemas::registry::RunningRegistry,
+        events: &mut Events,
+    ) -> anyhow::Result<Self> {
+        schemas::topics::ensure_topic(brokers, KAFKA_TOPIC, 3, &[]).await?;
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "2")
+            .create()?;
+        let http_port = testbed::free_port()?;
+        let http = Running {
+            process: Killed(
+                Command::new(std::env::current_exe()?)
+                    .args(["--http-limit-server", &format!("127.0.0.1:{http_port}")])
+                    .spawn()?,
+            ),
+            url: format!("http://127.0.0.1:{http_port}/webhooks/stripe"),
+        };
+        wait_http(&http.url).await?;
+        closed_loop(&http.url, events.take(WARM_UP), cli.concurrency).await;
+        let peer = match &cli.python {
+            None => None,
+            Some(python) => match start_peer(python, root, dir, brokers, registry).await {
+                Ok(peer) => {
+                    closed_loop(&peer.url, events.take(WARM_UP), cli.concurrency).await;
+                    Some(peer)
+                }
+                Err(error) => {
+                    eprintln!("the Python peer could not be started: {error:#}");
+                    None
+                }
+            },
+        };
+        Ok(Self { producer, http, peer })
+    }
+
+    /// The Kafka limit: the bridge's own records (read back from its topic)
+    /// re-sent by the bare producer, `depth` of them in flight at a time. Its
+    /// CPU per record is this process's during the run.
+    async fn kafka(&self, records: &Arc<Vec<(Vec<u8>, Vec<u8>)>>, depth: usize) -> Measured {
+        let count = records.len();
+        let (load, ticks) = ticks_during(
+            std::process::id(),
+            unpaced(count, depth, producing(&self.producer, KAFKA_TOPIC, records.clone())),
+        )
+        .await;
+        Measured { concurrency: depth, cpu_us_per_request: Some(cpu_us(ticks, count)), ..load.row(KAFKA, count) }
+    }
 }
 
-async fn python_peer(
+/// The do-it-yourself Python peer: Starlette on uvicorn (2 workers).
+async fn start_peer(
     python: &std::path::Path,
     root: &std::path::Path,
     dir: &std::path::Path,
     brokers: &str,
     registry: &schemas::registry::RunningRegistry,
-    requests: usize,
-    concurrency: usize,
-) -> anyhow::Result<Measured> {
+) -> anyhow::Result<Running<KilledGroup>> {
     let subject = "webhooks.stripe.payment_intent.succeeded-value";
     let latest = registry.registry.version(subject, schemas::registry::VersionSpec::Latest, false)?;
     std::fs::write(dir.join("schema.avsc"), latest.schema.as_bytes())?;
     schemas::topics::ensure_topic(brokers, "bench.peer", 3, &[]).await?;
     let peer_port = testbed::free_port()?;
-    let peer = KilledGroup::spawn(
-        Command::new(python)
-            .args(["-m", "uvicorn", "peer:app", "--workers", "2", "--log-level", "warning", "--host", "127.0.0.1"])
-            .args(["--port", &peer_port.to_string()])
-            .current_dir(root.join("bench"))
-            .env("PEER_BROKERS", brokers)
-            .env("PEER_TOPIC", "bench.peer")
-            .env("PEER_SCHEMA", dir.join("schema.avsc"))
-            .env("PEER_SCHEMA_ID", latest.id.to_string())
-            .env("PEER_SECRET", SECRET),
-    )?;
-    let peer_url = format!("http://127.0.0.1:{peer_port}/webhooks/stripe");
-    wait_http(&peer_url).await?;
+    let peer = Running {
+        process: KilledGroup::spawn(
+            Command::new(python)
+                .args(["-m", "uvicorn", "peer:app", "--workers", "2", "--log-level", "warning", "--host", "127.0.0.1"])
+                .args(["--port", &peer_port.to_string()])
+                .current_dir(root.join("bench"))
+                .env("PEER_BROKERS", brokers)
+                .env("PEER_TOPIC", "bench.peer")
+                .env("PEER_SCHEMA", dir.join("schema.avsc"))
+                .env("PEER_SCHEMA_ID", latest.id.to_string())
+                .env("PEER_SECRET", SECRET),
+        )?,
+        url: format!("http://127.0.0.1:{peer_port}/webhooks/stripe"),
+    };
+    wait_http(&peer.url).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    Ok(measure_server(
-        "Python peer (Starlette, fastavro, confluent-kafka)",
-        &peer_url,
-        peer.0.id(),
-        requests,
-        concurrency,
-    )
-    .await)
+    Ok(peer)
 }
 
 fn read_records(brokers: &str, topic: &str, max: usize) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -765,25 +838,111 @@ async fn consumer_bench(
     result
 }
 
-fn print_table(results: &[Measured], cli: &Cli) {
+/// A scenario's runs (same name and concurrency): the median of each
+/// figure, the range of its throughput.
+struct Summary {
+    row: Measured,
+    runs: usize,
+    slowest: f64,
+    fastest: f64,
+}
+
+fn summarise(runs: &[Measured]) -> Vec<Summary> {
+    let mut scenarios: Vec<(&str, usize)> = Vec::new();
+    for run in runs {
+        if !scenarios.contains(&(run.name.as_str(), run.concurrency)) {
+            scenarios.push((run.name.as_str(), run.concurrency));
+        }
+    }
+    scenarios
+        .into_iter()
+        .map(|(name, concurrency)| {
+            let of: Vec<&Measured> = runs.iter().filter(|r| r.name == name && r.concurrency == concurrency).collect();
+            let median_of = |figure: fn(&Measured) -> f64| median(of.iter().map(|r| figure(r)));
+            let per_second = of.iter().map(|r| r.per_second);
+            Summary {
+                row: Measured {
+                    name: name.to_owned(),
+                    round: 0,
+                    requests: of[0].requests,
+                    concurrency,
+                    per_second: median_of(|r| r.per_second),
+                    p50_ms: median_of(|r| r.p50_ms),
+                    p99_ms: median_of(|r| r.p99_ms),
+                    cpu_us_per_request: of
+                        .iter()
+                        .map(|r| r.cpu_us_per_request)
+                        .collect::<Option<Vec<_>>>()
+                        .map(|cpu| median(cpu.into_iter())),
+                    peak_rss_mib: of.iter().filter_map(|r| r.peak_rss_mib).reduce(f64::max),
+                    errors: of.iter().map(|r| r.errors).sum(),
+                },
+                runs: of.len(),
+                slowest: per_second.clone().fold(f64::INFINITY, f64::min),
+                fastest: per_second.fold(0.0, f64::max),
+            }
+        })
+        .collect()
+}
+
+/// The median (of an even count, the mean of the middle two); 0 when empty.
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[middle],
+        _ => (values[middle - 1] + values[middle]) / 2.0,
+    }
+}
+
+/// The highest throughput among a round's runs of `name`.
+fn best(round: &[&Measured], name: &str) -> Option<f64> {
+    round.iter().filter(|r| r.name == name).map(|r| r.per_second).reduce(f64::max)
+}
+
+/// The throughput of a round's run of `name` at `concurrency`.
+fn at(round: &[&Measured], name: &str, concurrency: usize) -> Option<f64> {
+    round.iter().find(|r| r.name == name && r.concurrency == concurrency).map(|r| r.per_second)
+}
+
+/// "median (rounds: a, b, c)".
+fn ratios_line(ratios: &[f64]) -> String {
+    if ratios.is_empty() {
+        return "not measured".into();
+    }
+    let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    format!("{:.2} (rounds: {})", median(ratios.iter().copied()), each.join(", "))
+}
+
+fn print_table(runs: &[Measured], cli: &Cli) {
     println!(
         "\nmachine: {} cores, {}; load generator on the same machine",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         os()
     );
     println!(
-        "{:<54} {:>8} {:>5} {:>9} {:>8} {:>8} {:>11} {:>9} {:>6}",
-        "scenario", "requests", "conc", "per s", "p50 ms", "p99 ms", "CPU µs/req", "RSS MiB", "errors"
+        "{:<54} {:>8} {:>5} {:>4} {:>9} {:>13} {:>8} {:>8} {:>11} {:>8} {:>6}",
+        "scenario", "requests", "conc", "runs", "per s", "range", "p50 ms", "p99 ms", "CPU µs/req", "RSS MiB", "errors"
     );
-    for r in results {
+    let summaries = summarise(runs);
+    for Summary { row: r, runs, slowest, fastest } in &summaries {
         let opt = |v: Option<f64>, digits: usize| v.map(|v| format!("{v:.digits$}")).unwrap_or_else(|| "-".into());
         let ms = |v: f64| if v == 0.0 { "-".to_owned() } else { format!("{v:.2}") };
+        let concurrency = match r.concurrency {
+            0 => "-".to_owned(),
+            c if c == r.requests => "all".to_owned(),
+            c => c.to_string(),
+        };
         println!(
-            "{:<54} {:>8} {:>5} {:>9.0} {:>8} {:>8} {:>11} {:>9} {:>6}",
+            "{:<54} {:>8} {:>5} {:>4} {:>9.0} {:>13} {:>8} {:>8} {:>11} {:>8} {:>6}",
             r.name,
             r.requests,
-            if r.concurrency == 0 { "-".to_owned() } else { r.concurrency.to_string() },
+            concurrency,
+            runs,
             r.per_second,
+            if *runs > 1 { format!("{slowest:.0}–{fastest:.0}") } else { "-".into() },
             ms(r.p50_ms),
             ms(r.p99_ms),
             opt(r.cpu_us_per_request, 1),
@@ -791,38 +950,51 @@ fn print_table(results: &[Measured], cli: &Cli) {
             r.errors
         );
     }
-    let find = |prefix: &str| results.iter().find(|r| r.name.starts_with(prefix)).map(|r| r.per_second);
-    let bridge = find("bridge (").unwrap_or(0.0);
+
+    // Ratios within each round, then their median: each compares runs made
+    // seconds apart. The bridge's and the Kafka limit's best are each the
+    // fastest of their in-flight depths; the peer is compared at the same
+    // number of connections.
+    let rounds: Vec<Vec<&Measured>> =
+        (1..=cli.rounds.max(1)).map(|k| runs.iter().filter(|r| r.round == k).collect()).collect();
+    let per_round = |ratio: &dyn Fn(&[&Measured]) -> Option<f64>| -> Vec<f64> {
+        rounds.iter().filter_map(|round| ratio(round)).collect()
+    };
+    let to_kafka = per_round(&|r| Some(best(r, BRIDGE)? / best(r, KAFKA)?));
+    let to_http = per_round(&|r| Some(best(r, BRIDGE)? / best(r, HTTP)?));
+    let to_limit = per_round(&|r| Some(best(r, BRIDGE)? / best(r, KAFKA)?.min(best(r, HTTP)?)));
+    let to_peer = per_round(&|r| Some(at(r, BRIDGE, cli.concurrency)? / at(r, PEER, cli.concurrency)?));
     println!();
-    for (label, other) in
-        [("Kafka limit", find("Kafka")), ("HTTP limit", find("HTTP")), ("Python peer", find("Python"))]
-    {
-        match other {
-            Some(other) if other > 0.0 => println!("bridge / {label}: {:.2}", bridge / other),
-            _ => println!("bridge / {label}: not measured"),
-        }
+    println!("bridge (best) / Kafka limit (best): {}", ratios_line(&to_kafka));
+    println!("bridge (best) / HTTP limit: {}", ratios_line(&to_http));
+    println!("bridge / Python peer, both at {} connections: {}", cli.concurrency, ratios_line(&to_peer));
+
+    let find = |name: &str, concurrency: usize| {
+        summaries.iter().find(|s| s.row.name == name && (concurrency == 0 || s.row.concurrency == concurrency))
+    };
+    let bridge = find(BRIDGE, cli.concurrency).map(|s| s.row.clone()).unwrap_or_default();
+    let half = find("bridge at half of peak (open loop)", 0).map(|s| s.row.clone()).unwrap_or_default();
+    println!("\ntargets (issue 7), on the medians:");
+    if !to_limit.is_empty() {
+        let ratio = median(to_limit.iter().copied());
+        println!("  throughput ≥ 0.8 × min(Kafka, HTTP) limit: {ratio:.2} × → {}", verdict(ratio >= 0.8));
     }
-    let limit = find("Kafka").into_iter().chain(find("HTTP")).reduce(f64::min);
-    let b = results.iter().find(|r| r.name.starts_with("bridge (")).cloned().unwrap_or_default();
-    let half = results.iter().find(|r| r.name.starts_with("bridge at half")).cloned().unwrap_or_default();
-    println!("\ntargets (issue 7):");
-    if let Some(limit) = limit {
-        println!(
-            "  throughput ≥ 0.8 × min(Kafka, HTTP) limit: {:.0}/s vs {:.0}/s → {}",
-            bridge,
-            0.8 * limit,
-            verdict(bridge >= 0.8 * limit)
-        );
+    if !to_peer.is_empty() {
+        let ratio = median(to_peer.iter().copied());
+        println!("  ≥ 5 × the Python peer: {ratio:.2} × → {}", verdict(ratio >= 5.0));
     }
-    if let Some(peer) = find("Python") {
-        println!("  ≥ 5 × the Python peer: {:.1}× → {}", bridge / peer, verdict(bridge >= 5.0 * peer));
-    }
-    let cpu = b.cpu_us_per_request.unwrap_or(f64::MAX);
+    let cpu = bridge.cpu_us_per_request.unwrap_or(f64::MAX);
     println!("  ≤ 20 µs CPU per webhook: {cpu:.1} µs → {}", verdict(cpu <= 20.0));
     println!("  p99 ≤ 10 ms at half of peak: {:.2} ms → {}", half.p99_ms, verdict(half.p99_ms <= 10.0));
-    let rss = b.peak_rss_mib.unwrap_or(f64::MAX);
+    let rss = bridge.peak_rss_mib.unwrap_or(f64::MAX);
     println!("  peak RSS ≤ 64 MiB: {rss:.1} MiB → {}", verdict(rss <= 64.0));
-    println!("(requests per run: {}, connections: {})", cli.requests, cli.concurrency);
+    println!(
+        "(requests per run: {}, rounds: {}, connections: {} and {})",
+        cli.requests,
+        cli.rounds.max(1),
+        cli.concurrency,
+        cli.concurrency * 4
+    );
 }
 
 fn verdict(ok: bool) -> &'static str {
