@@ -10,7 +10,11 @@
 //!   confluent-kafka), if `--python` names an interpreter that has them;
 //! - the sync consumer: events per second into PostgreSQL.
 //!
-//! and prints one table with the ratios. Run it through `scripts/bench`,
+//! Everything compared is started first and measured in rounds: each round
+//! runs every closed-loop scenario once, in turn, so that a ratio compares
+//! runs seconds apart on a machine whose speed drifts from one minute to
+//! the next. It prints one table (each scenario's median over the rounds
+//! and its range) with the ratios. Run it through `scripts/bench`,
 //! which builds in release mode and installs the Python peer. The load
 //! generator runs on the same two cores as what it measures; the table says so.
 
