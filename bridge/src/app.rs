@@ -255,11 +255,21 @@ pub fn delivery_json(record: &DeliveryRecord) -> Value {
 async fn metrics(State(app): State<Arc<App>>) -> String {
     use std::fmt::Write;
     let mut out = app.metrics.render();
+    let log = &app.deliveries;
     let _ = writeln!(
         out,
         "# HELP bridge_dedup_window_deliveries Deliveries remembered for deduplication (dedup.window_secs).\n\
-         # TYPE bridge_dedup_window_deliveries gauge\nbridge_dedup_window_deliveries {}",
-        app.deliveries.len()
+         # TYPE bridge_dedup_window_deliveries gauge\nbridge_dedup_window_deliveries {}\n\
+         # HELP bridge_dedup_max_deliveries At most this many deliveries are remembered (dedup.max_deliveries).\n\
+         # TYPE bridge_dedup_max_deliveries gauge\nbridge_dedup_max_deliveries {}\n\
+         # HELP bridge_dedup_evicted_total Deliveries forgotten before their window ended, to stay within dedup.max_deliveries.\n\
+         # TYPE bridge_dedup_evicted_total counter\nbridge_dedup_evicted_total {}\n\
+         # HELP bridge_dedup_reach_seconds How far back a redelivery is recognised now: the window, or less once deliveries were evicted.\n\
+         # TYPE bridge_dedup_reach_seconds gauge\nbridge_dedup_reach_seconds {}",
+        log.len(),
+        log.max_deliveries(),
+        log.evicted(),
+        log.reach_ms(app.clock.now_ms()) / 1000,
     );
     out
 }
@@ -408,9 +418,14 @@ impl App {
         }
         let sink = Arc::new(KafkaSink::new(&config.kafka, Duration::from_millis(config.server.ack_timeout_ms))?);
         let window = Duration::from_secs(config.dedup.window_secs);
-        let deliveries = DeliveryLog::open(&config.kafka.brokers, &config.kafka.deliveries_topic, window)
-            .await
-            .with_context(|| format!("opening the delivery log on {}", config.kafka.brokers))?;
+        let deliveries = DeliveryLog::open(
+            &config.kafka.brokers,
+            &config.kafka.deliveries_topic,
+            window,
+            config.dedup.max_deliveries,
+        )
+        .await
+        .with_context(|| format!("opening the delivery log on {}", config.kafka.brokers))?;
         let admin_token = config.server.admin_token()?;
         Ok(Arc::new(Self {
             in_flight: tokio::sync::Semaphore::new(config.server.max_in_flight.max(1)),

@@ -161,11 +161,18 @@ impl Default for CatalogConfig {
 pub struct DedupConfig {
     /// How long a delivery id is remembered (providers retry for up to 3 days).
     pub window_secs: u64,
+    /// At most this many deliveries are remembered, whatever the window:
+    /// past it the oldest are forgotten first (counted in
+    /// `bridge_dedup_evicted_total`; `bridge_dedup_reach_seconds` says how
+    /// far back deduplication still reaches). Each costs about 100 bytes.
+    pub max_deliveries: usize,
 }
 
 impl Default for DedupConfig {
     fn default() -> Self {
-        Self { window_secs: 3 * 24 * 3600 }
+        // 1 750 000 fills the view's 16 hash tables at 131 072 slots each
+        // (≈ 160 MiB); a count a little above it would double them.
+        Self { window_secs: 3 * 24 * 3600, max_deliveries: 1_750_000 }
     }
 }
 
@@ -414,6 +421,9 @@ impl Config {
         }
         if self.kafka.partitions < 1 {
             return Err(value("kafka.partitions", "must be at least 1"));
+        }
+        if self.dedup.max_deliveries < 1 {
+            return Err(value("dedup.max_deliveries", "must be at least 1 (about 100 bytes of memory each)"));
         }
         for (name, source) in &self.sources {
             let field = |key: &str| format!("sources.{name}.{key}");

@@ -24,6 +24,13 @@
 //! is split into shards with a lock each, so growing or pruning one never
 //! stalls the deliveries of the others.
 //!
+//! The view is also bounded by count (`dedup.max_deliveries`, each shard
+//! its share): a shard over its share forgets its oldest eighth at once, so
+//! memory stops growing at a known size whatever the rate, and
+//! deduplication then reaches back less far than the window. How many were
+//! forgotten that way and how far back it still reaches are kept for the
+//! metrics and the bridge's warning.
+//!
 //! Two copies of the same delivery racing each other: the first holds an
 //! in-flight mark; the second is answered 409 with `Retry-After` and, retried,
 //! is recognised as a duplicate.
@@ -36,6 +43,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -214,12 +222,39 @@ impl Shard {
         self.seen.retain(|_, r| now_ms - r.received_at_ms <= window_ms);
         self.landings.retain(|l| Arc::strong_count(l) > 1);
     }
+
+    /// Forgets the oldest entries until `keep` are left: how many went, and
+    /// the newest `received_at_ms` among them (every later one is kept).
+    fn forget_oldest(&mut self, keep: usize) -> Option<(usize, i64)> {
+        let excess = self.seen.len().checked_sub(keep).filter(|&n| n > 0)?;
+        let mut times: Vec<i64> = self.seen.values().map(|r| r.received_at_ms).collect();
+        let (older, &mut cutoff, _) = times.select_nth_unstable(excess - 1);
+        // Everything before `cutoff` goes, and as many received at `cutoff` as make up `excess`.
+        let mut ties = excess - older.iter().filter(|&&t| t < cutoff).count();
+        self.seen.retain(|_, r| match r.received_at_ms.cmp(&cutoff) {
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Equal if ties > 0 => {
+                ties -= 1;
+                false
+            }
+            _ => true,
+        });
+        self.landings.retain(|l| Arc::strong_count(l) > 1);
+        Some((excess, cutoff))
+    }
 }
 
 /// The view, sharded by digest.
 #[derive(Debug)]
 struct View {
     shards: [Mutex<Shard>; SHARDS],
+    /// Each shard's share of `dedup.max_deliveries`.
+    shard_cap: usize,
+    /// Deliveries forgotten before their window ended, to stay within the cap.
+    evicted: AtomicU64,
+    /// The newest `received_at_ms` forgotten that way (`i64::MIN`: none):
+    /// every delivery received after it is still remembered.
+    forgotten_up_to_ms: AtomicI64,
 }
 
 impl View {
@@ -233,9 +268,14 @@ impl View {
     }
 }
 
-impl Default for View {
-    fn default() -> Self {
-        Self { shards: std::array::from_fn(|_| Mutex::default()) }
+impl View {
+    fn new(max_deliveries: usize) -> Self {
+        Self {
+            shards: std::array::from_fn(|_| Mutex::default()),
+            shard_cap: max_deliveries.div_ceil(SHARDS).max(1),
+            evicted: AtomicU64::new(0),
+            forgotten_up_to_ms: AtomicI64::new(i64::MIN),
+        }
     }
 }
 
@@ -276,8 +316,9 @@ pub enum Admission {
 }
 
 impl DeliveryLog {
-    /// Creates the topic if needed, reads it to its end, and keeps tailing it.
-    pub async fn open(brokers: &str, topic: &str, window: Duration) -> anyhow::Result<Self> {
+    /// Creates the topic if needed, reads it to its end, and keeps tailing
+    /// it, remembering the deliveries of `window`, at most `max_deliveries`.
+    pub async fn open(brokers: &str, topic: &str, window: Duration, max_deliveries: usize) -> anyhow::Result<Self> {
         let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
         let retention_ms = window_ms.saturating_add(24 * 3600 * 1000).to_string();
         schemas::topics::ensure_topic(
@@ -304,7 +345,7 @@ impl DeliveryLog {
             topic: topic.to_owned(),
             window_ms,
             instance: uuid::Uuid::new_v4().simple().to_string().into(),
-            view: Arc::default(),
+            view: Arc::new(View::new(max_deliveries)),
             pending: Arc::default(),
         };
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -358,7 +399,16 @@ impl DeliveryLog {
 
     fn remember(&self, record: &DeliveryRecord) {
         let digest = digest(&record.source, &record.delivery_id);
-        self.view.shard(digest).remember(digest, record);
+        let mut shard = self.view.shard(digest);
+        shard.remember(digest, record);
+        let cap = self.view.shard_cap;
+        if shard.seen.len() > cap
+            && let Some((count, newest)) = shard.forget_oldest(cap - cap / 8)
+        {
+            drop(shard);
+            self.view.evicted.fetch_add(count as u64, Ordering::Relaxed);
+            self.view.forgotten_up_to_ms.fetch_max(newest, Ordering::Relaxed);
+        }
     }
 
     /// Admits a delivery received at `now_ms`, or says it is a duplicate or in flight.
@@ -425,6 +475,24 @@ impl DeliveryLog {
         self.view.each().map(|shard| shard.seen.len()).sum()
     }
 
+    /// At most how many deliveries the view holds (`dedup.max_deliveries`,
+    /// rounded up to a multiple of its shards).
+    pub fn max_deliveries(&self) -> usize {
+        self.view.shard_cap.saturating_mul(SHARDS)
+    }
+
+    /// How many deliveries were forgotten before their window ended, to stay within [`Self::max_deliveries`].
+    pub fn evicted(&self) -> u64 {
+        self.view.evicted.load(Ordering::Relaxed)
+    }
+
+    /// How far back, at `now_ms`, a redelivery is still recognised: the
+    /// window, or less once deliveries had to be forgotten early.
+    pub fn reach_ms(&self, now_ms: i64) -> i64 {
+        let forgotten = self.view.forgotten_up_to_ms.load(Ordering::Relaxed);
+        if forgotten == i64::MIN { self.window_ms } else { self.window_ms.min(now_ms.saturating_sub(forgotten)) }
+    }
+
     /// Forgets deliveries older than the window (called periodically), one shard at a time.
     pub fn prune(&self, now_ms: i64) {
         self.view.each().for_each(|mut shard| shard.prune(now_ms, self.window_ms));
@@ -457,11 +525,15 @@ mod tests {
     }
 
     fn log(window_ms: i64) -> DeliveryLog {
+        capped_log(window_ms, usize::MAX)
+    }
+
+    fn capped_log(window_ms: i64, max_deliveries: usize) -> DeliveryLog {
         DeliveryLog {
             topic: "t".into(),
             window_ms,
             instance: "me".into(),
-            view: Arc::default(),
+            view: Arc::new(View::new(max_deliveries)),
             pending: Arc::default(),
         }
     }
@@ -521,5 +593,42 @@ mod tests {
         log.prune(1_000_000);
         assert_eq!(log.len(), 0);
         assert_eq!(landings(&log), 0, "landings nobody points to are dropped too");
+    }
+
+    #[test]
+    fn over_the_cap_the_oldest_are_forgotten_first_and_counted() {
+        let log = capped_log(1_000_000, 160);
+        assert_eq!(log.max_deliveries(), 160);
+        assert_eq!(log.reach_ms(5_000), 1_000_000, "nothing forgotten: the whole window");
+        for n in 0..2_000 {
+            log.remember(&record(&format!("evt_{n}"), n, None));
+        }
+        let held = log.len();
+        assert!((140..=160).contains(&held), "each shard keeps 7/8 to all of its 10, holding {held}");
+        assert_eq!(log.evicted(), 2_000 - held as u64);
+        assert!(log.get("stripe", "evt_1999").is_some() && log.get("stripe", "evt_0").is_none());
+        // Every delivery after the newest one forgotten is still there.
+        let reach = log.reach_ms(2_000);
+        assert!(reach > 0 && reach < 2_000, "the window is cut to the last {reach} ms");
+        let newest_forgotten = 2_000 - reach;
+        assert!(log.get("stripe", &format!("evt_{newest_forgotten}")).is_none());
+        assert!((newest_forgotten + 1..2_000).all(|n| log.get("stripe", &format!("evt_{n}")).is_some()));
+        assert!(matches!(log.admit("stripe", "evt_0", 2_000), Admission::New(_)), "forgotten: new again");
+    }
+
+    #[test]
+    fn forgetting_the_oldest_keeps_exactly_the_newest_even_among_ties() {
+        let mut shard = Shard::default();
+        for n in 0..10_i64 {
+            let digest = u128::try_from(n).unwrap_or_default();
+            shard.remember(digest, &record(&format!("evt_{n}"), n / 4 * 100, None));
+        }
+        // Received at 0, 0, 0, 0, 100, 100, 100, 100, 200, 200: the 6 oldest
+        // are the four at 0 and two of the four at 100.
+        assert_eq!(shard.forget_oldest(4), Some((6, 100)));
+        let mut times: Vec<i64> = shard.seen.values().map(|r| r.received_at_ms).collect();
+        times.sort_unstable();
+        assert_eq!(times, [100, 100, 200, 200]);
+        assert_eq!(shard.forget_oldest(4), None, "nothing over");
     }
 }

@@ -78,9 +78,24 @@ impl Application {
         let prune = {
             let app = app.clone();
             tokio::spawn(async move {
+                let mut evicted = app.deliveries.evicted();
                 loop {
                     tokio::time::sleep(Duration::from_secs(60)).await;
-                    app.deliveries.prune(app.clock.now_ms());
+                    let now_ms = app.clock.now_ms();
+                    app.deliveries.prune(now_ms);
+                    let total = app.deliveries.evicted();
+                    if total > evicted {
+                        tracing::warn!(
+                            forgotten = total - evicted,
+                            max_deliveries = app.deliveries.max_deliveries(),
+                            reach_secs = app.deliveries.reach_ms(now_ms) / 1000,
+                            window_secs = app.config.dedup.window_secs,
+                            "the dedup view is full: deliveries were forgotten before their window ended, and a \
+                             provider's retry of one of them would be produced twice; raise dedup.max_deliveries \
+                             (about 100 bytes each) or shorten dedup.window_secs"
+                        );
+                    }
+                    evicted = total;
                 }
             })
         };

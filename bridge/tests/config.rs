@@ -20,6 +20,7 @@ fn example_config_parses() {
         assert_eq!(config.sources["svix"].provider, Provider::StandardWebhooks);
         assert_eq!(config.kafka.topic_template, "webhooks.{source}.{event_type}");
         assert!(config.sources["acme"].generic.is_some());
+        assert_eq!((config.dedup.window_secs, config.dedup.max_deliveries), (259_200, 1_750_000));
         Ok(())
     });
 }
@@ -64,6 +65,10 @@ fn unusable_values_say_what_to_do() {
             .expect_err("one topic for everything is refused")
             .to_string();
         assert!(error.contains("kafka.topic_template"), "{error}");
+        let error = Config::from_toml(&base.replace("max_deliveries = 1750000", "max_deliveries = 0"))
+            .expect_err("a dedup view of nothing is refused")
+            .to_string();
+        assert!(error.contains("dedup.max_deliveries"), "{error}");
         Ok(())
     });
 }

@@ -346,6 +346,41 @@ async fn a_redelivery_is_not_produced_twice_even_after_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn past_dedup_max_deliveries_the_oldest_are_forgotten_and_counted() {
+    // One delivery per shard of the view (16): of 200, at most 16 are held.
+    let stack = Stack::start_with("[dedup]\nmax_deliveries = 16").await;
+    let topic = "webhooks.stripe.payment_intent.succeeded";
+    let post = async |id: &str| {
+        let body = stripe_body(id);
+        stack.post("stripe", &stripe_headers(&body, STRIPE_SECRET, now()), body).await
+    };
+    for n in 0..200 {
+        let (status, answer, _) = post(&format!("evt_cap_{n}")).await;
+        assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
+    }
+    // The newest is its shard's newest: remembered.
+    let (status, answer, _) = post("evt_cap_199").await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("duplicate")), "{answer}");
+    // The oldest was pushed out by a later delivery of its shard (all but
+    // certainly: 199 others, each in its shard with p = 1/16), so its
+    // redelivery is produced again.
+    let (status, answer, _) = post("evt_cap_0").await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
+    assert_eq!(stack.count(topic), 201);
+
+    let metrics = reqwest::get(format!("{}/metrics", stack.url)).await.expect("answer").text().await.expect("text");
+    let value = |name: &str| -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}"));
+        line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{line}"))
+    };
+    assert_eq!(value("bridge_dedup_max_deliveries"), 16);
+    let held = value("bridge_dedup_window_deliveries");
+    assert!((1..=16).contains(&held), "{held} held");
+    assert_eq!(value("bridge_dedup_evicted_total"), 201 - held, "every delivery produced is held or was evicted");
+    assert!(value("bridge_dedup_reach_seconds") < 60, "the 3-day window is cut to the last seconds");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn broker_outage_is_answered_503_with_retry_after_and_readyz_false() {
     let mut stack = Stack::start().await;
     let (status, ready, _) = get(&stack, "/readyz").await;

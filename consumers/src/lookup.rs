@@ -16,7 +16,7 @@ pub async fn lookup(
     source: &str,
     delivery_id: &str,
 ) -> anyhow::Result<Option<Value>> {
-    let log = DeliveryLog::open(brokers, deliveries_topic, Duration::from_secs(u64::MAX / 4)).await?;
+    let log = DeliveryLog::open(brokers, deliveries_topic, Duration::from_secs(u64::MAX / 4), usize::MAX).await?;
     let Some(record) = log.get(source, delivery_id) else { return Ok(None) };
     let mut out = bridge::app::delivery_json(&record);
     let offsets: Vec<(String, i64)> = sqlx::query_as(
