@@ -57,6 +57,10 @@ struct Cli {
     /// left out.
     #[arg(long)]
     bridge_only: bool,
+    /// The bridges' `dedup.max_deliveries` (their default if not given): a
+    /// small one shows memory levelling off once the view is full.
+    #[arg(long)]
+    dedup_max_deliveries: Option<usize>,
     /// Run as the HTTP-limit server on this address (used by the bench itself).
     #[arg(long, hide = true)]
     http_limit_server: Option<String>,
@@ -334,6 +338,27 @@ where
     load
 }
 
+/// What the bridge at `metrics_url` holds for deduplication (its
+/// `bridge_dedup_*` gauges), beside its peak RSS: the part of the RSS that
+/// grows with the deliveries seen, up to `dedup.max_deliveries`.
+async fn dedup_view_line(metrics_url: &str, pid: u32, connections: usize) -> String {
+    let text = match reqwest::get(metrics_url).await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let value = |name: &str| {
+        text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' '))).unwrap_or("?").to_owned()
+    };
+    let (_, rss_kib) = tree_stats(pid);
+    format!(
+        "dedup view of the bridge at {connections} connections: {} deliveries held (max_deliveries {}), {} evicted; its peak RSS {:.1} MiB",
+        value("bridge_dedup_window_deliveries"),
+        value("bridge_dedup_max_deliveries"),
+        value("bridge_dedup_evicted_total"),
+        rss_kib as f64 / 1024.0
+    )
+}
+
 /// The bridge's own latency histograms (`/metrics`), summed over their
 /// series: receipt to answer, and produce to the broker's acknowledgement.
 #[derive(Debug, Default)]
@@ -558,9 +583,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     // Each bridge keeps its own delivery log, so none replays or tails the
     // deliveries of another.
+    let dedup = cli.dedup_max_deliveries.map(|n| format!("[dedup]\nmax_deliveries = {n}\n")).unwrap_or_default();
     let bridge_config = |port: u16, name: &str, server: &str| {
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n{server}[kafka]\nbrokers = \"{brokers}\"\npartitions = 3\ndeliveries_topic = \"_bench_{name}_deliveries\"\n[registry]\nurl = \"{}\"\n[catalog]\ndir = \"{}\"\n[sources.stripe]\nprovider = \"stripe\"\nsecrets_file = \"{}\"\nkey_pointer = \"/data/object/id\"\nversion_pointer = \"/api_version\"\n",
+            "{dedup}[server]\nlisten = \"127.0.0.1:{port}\"\n{server}[kafka]\nbrokers = \"{brokers}\"\npartitions = 3\ndeliveries_topic = \"_bench_{name}_deliveries\"\n[registry]\nurl = \"{}\"\n[catalog]\ndir = \"{}\"\n[sources.stripe]\nprovider = \"stripe\"\nsecrets_file = \"{}\"\nkey_pointer = \"/data/object/id\"\nversion_pointer = \"/api_version\"\n",
             registry.url,
             root.join("schemas/catalog").display(),
             dir.join("secret").display()
@@ -617,6 +643,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let histograms_before = BridgeHistograms::scrape(&metrics_url).await;
     let half = open_loop(&bridge.url, events.take(half_count), half_rate).await;
     let half_split = BridgeHistograms::scrape(&metrics_url).await.since(&histograms_before).line();
+    let dedup_view = dedup_view_line(&metrics_url, bridge.pid(), narrow).await;
     runs.push(half.row("bridge at half of peak (open loop)", half_count));
     if let Some(limits) = &limits {
         // The broker's own latency at that load, each record acknowledged
@@ -654,6 +681,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     print_table(&runs, &cli);
     println!("{half_split}");
+    println!("{dedup_view}");
     println!(
         "overload: {} requests from {overload_connections} connections (max_in_flight {MAX_IN_FLIGHT}): {} accepted, \
          {} answered 503 at once, {} other errors; bridge peak RSS {:.1} MiB",
