@@ -9,8 +9,9 @@
 //! (`cleanup.policy=delete`, `retention.ms`): what is older can no longer
 //! make a duplicate, so a restart reads one window, not the whole history.
 //! On start the topic is read from the beginning, and a background task
-//! keeps reading it, so several bridge instances share one view; each skips
-//! the records it wrote itself (header `bridge_instance`).
+//! keeps reading it (a fetch every 250 ms, or sooner once 1 MiB is
+//! waiting), so several bridge instances share one view; each skips the
+//! records it wrote itself (header `bridge_instance`).
 //!
 //! A delivery is recorded after its own record is acknowledged: a crash
 //! before the batch is written costs at most a duplicate on redelivery,
@@ -332,7 +333,15 @@ impl DeliveryLog {
             .set("bootstrap.servers", brokers)
             .set("group.id", "bridge-delivery-log")
             .set("enable.auto.commit", "false")
-            .set("fetch.wait.max.ms", "50")
+            // The broker answers a fetch once it holds 1 MiB of new log or
+            // after 250 ms: a few fetches a second, however busy. With
+            // `fetch.min.bytes` 1 each of this bridge's own log writes (one
+            // per 5 ms under load) was fetched straight back, and the
+            // broker's acknowledgements of the webhooks' records came later
+            // for it (half-peak p99 14–19 ms against 10–12; BENCHMARKS.md).
+            // Another instance's deliveries reach this view within ~¼ s.
+            .set("fetch.wait.max.ms", "250")
+            .set("fetch.min.bytes", "1048576")
             // librdkafka prefetches up to 64 MiB per partition by default;
             // the log's records are a few hundred bytes, read as they come.
             .set("queued.max.messages.kbytes", "2048")

@@ -10,6 +10,7 @@ use bridge::metrics::Outcome;
 use bridge::verify::Algorithm;
 use rdkafka::message::Message;
 use serde_json::json;
+use std::time::Duration;
 use support::*;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -343,6 +344,49 @@ async fn a_redelivery_is_not_produced_twice_even_after_a_restart() {
     let decoded = stack.decoder().decode(stack.records(topic, 1)[0].payload()).await.expect("decodes").value;
     assert_eq!(field(&decoded, "payload.data.object.amount_refunded"), &Avro::Long(10000));
     assert_eq!(string(field(&decoded, "payload.data.previous_attributes")), r#"{"amount_refunded":0}"#);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_bridge_instances_share_their_dedup_view_through_the_log() {
+    let stack = Stack::start().await;
+    // A second instance with the same config: same broker, same `_bridge_deliveries`.
+    let second = bridge::Application::build(stack.config.clone()).await.expect("second bridge builds");
+    let second_url = format!("http://{}", second.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(second.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let post = async |url: &str, id: &str| {
+        let body = stripe_body(id);
+        let answer = signed_stripe_post(&client, url, body).send().await.expect("answer");
+        let status = answer.status().as_u16();
+        (status, answer.json::<serde_json::Value>().await.expect("json"))
+    };
+    // Known to the other instance once its tail has read the writer's log record.
+    let known_at = async |url: &str, id: &str| {
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            let lookup = client.get(format!("{url}/admin/deliveries/stripe/{id}")).bearer_auth(ADMIN_TOKEN);
+            if lookup.send().await.expect("answer").status() == 200 {
+                return started.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{id} never reached the view of the instance at {url}");
+    };
+    for (writer, reader, id) in [(&stack.url, &second_url, "evt_shared_1"), (&second_url, &stack.url, "evt_shared_2")] {
+        let (status, first) = post(writer, id).await;
+        assert_eq!((status, first["status"].as_str()), (200, Some("accepted")), "{first}");
+        let took = known_at(reader, id).await;
+        eprintln!("{id}: in the other instance's view after {took:?}");
+        let (status, again) = post(reader, id).await;
+        assert_eq!((status, again["status"].as_str()), (200, Some("duplicate")), "{again}");
+        assert_eq!(again["offset"], first["offset"], "the duplicate names the first record");
+    }
+    assert_eq!(stack.count("webhooks.stripe.payment_intent.succeeded"), 2, "one record per delivery");
+    let _ = stop.send(());
+    running.await.expect("second bridge stops").expect("second bridge ran");
 }
 
 #[tokio::test(flavor = "multi_thread")]
