@@ -221,6 +221,11 @@ impl Shard {
     /// Forgets entries older than the window, and landings none points to any more.
     fn prune(&mut self, now_ms: i64, window_ms: i64) {
         self.seen.retain(|_, r| now_ms - r.received_at_ms <= window_ms);
+        self.forget_unused_landings();
+    }
+
+    /// Drops the landings no entry points to any more.
+    fn forget_unused_landings(&mut self) {
         self.landings.retain(|l| Arc::strong_count(l) > 1);
     }
 
@@ -240,7 +245,7 @@ impl Shard {
             }
             _ => true,
         });
-        self.landings.retain(|l| Arc::strong_count(l) > 1);
+        self.forget_unused_landings();
         Some((excess, cutoff))
     }
 }
@@ -259,17 +264,6 @@ struct View {
 }
 
 impl View {
-    fn shard(&self, digest: Digest) -> std::sync::MutexGuard<'_, Shard> {
-        self.shards[(digest >> 64) as usize % SHARDS].lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Every shard in turn, each locked only while it is looked at.
-    fn each(&self) -> impl Iterator<Item = std::sync::MutexGuard<'_, Shard>> {
-        self.shards.iter().map(|shard| shard.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-}
-
-impl View {
     fn new(max_deliveries: usize) -> Self {
         Self {
             shards: std::array::from_fn(|_| Mutex::default()),
@@ -277,6 +271,15 @@ impl View {
             evicted: AtomicU64::new(0),
             forgotten_up_to_ms: AtomicI64::new(i64::MIN),
         }
+    }
+
+    fn shard(&self, digest: Digest) -> std::sync::MutexGuard<'_, Shard> {
+        self.shards[(digest >> 64) as usize % SHARDS].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every shard in turn, each locked only while it is looked at.
+    fn each(&self) -> impl Iterator<Item = std::sync::MutexGuard<'_, Shard>> {
+        self.shards.iter().map(|shard| shard.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
