@@ -338,14 +338,18 @@ where
     load
 }
 
-/// What the bridge at `metrics_url` holds for deduplication (its
-/// `bridge_dedup_*` gauges), beside its peak RSS: the part of the RSS that
-/// grows with the deliveries seen, up to `dedup.max_deliveries`.
-async fn dedup_view_line(metrics_url: &str, pid: u32, connections: usize) -> String {
-    let text = match reqwest::get(metrics_url).await {
+/// The bridge's `/metrics` text (empty if it does not answer).
+async fn scrape(metrics_url: &str) -> String {
+    match reqwest::get(metrics_url).await {
         Ok(response) => response.text().await.unwrap_or_default(),
         Err(_) => String::new(),
-    };
+    }
+}
+
+/// What a bridge holds for deduplication (the `bridge_dedup_*` gauges of its
+/// metrics `text`), beside its peak RSS: the part of the RSS that grows with
+/// the deliveries seen, up to `dedup.max_deliveries`.
+fn dedup_view_line(text: &str, pid: u32, connections: usize) -> String {
     let value = |name: &str| {
         text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' '))).unwrap_or("?").to_owned()
     };
@@ -369,14 +373,10 @@ struct BridgeHistograms {
 }
 
 impl BridgeHistograms {
-    async fn scrape(url: &str) -> Self {
-        let text = match reqwest::get(url).await {
-            Ok(response) => response.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
+    fn parse(text: &str) -> Self {
         Self {
-            answer: Self::buckets(&text, "bridge_ack_latency_seconds_bucket"),
-            broker_ack: Self::buckets(&text, "bridge_produce_latency_seconds_bucket"),
+            answer: Self::buckets(text, "bridge_ack_latency_seconds_bucket"),
+            broker_ack: Self::buckets(text, "bridge_produce_latency_seconds_bucket"),
         }
     }
 
@@ -642,10 +642,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let half_count = ((half_rate * 10.0) as usize).max(1000);
     eprintln!("▶ bridge at half its peak rate ({half_rate:.0}/s)");
     let metrics_url = bridge.url.replace("/webhooks/stripe", "/metrics");
-    let histograms_before = BridgeHistograms::scrape(&metrics_url).await;
+    let histograms_before = BridgeHistograms::parse(&scrape(&metrics_url).await);
     let half = open_loop(&bridge.url, events.take(half_count), half_rate).await;
-    let half_split = BridgeHistograms::scrape(&metrics_url).await.since(&histograms_before).line();
-    let dedup_view = dedup_view_line(&metrics_url, bridge.pid(), narrow).await;
+    let metrics_after = scrape(&metrics_url).await;
+    let half_split = BridgeHistograms::parse(&metrics_after).since(&histograms_before).line();
+    let dedup_view = dedup_view_line(&metrics_after, bridge.pid(), narrow);
     runs.push(half.row("bridge at half of peak (open loop)", half_count));
     if let Some(limits) = &limits {
         // The broker's own latency at that load, each record acknowledged
