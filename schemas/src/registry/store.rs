@@ -89,12 +89,16 @@ impl LogStore {
         let mut assignment = TopicPartitionList::new();
         assignment.add_partition_offset(topic, 0, Offset::Beginning).map_err(store_error)?;
         consumer.assign(&assignment).map_err(store_error)?;
+        // Paused until a write waits; then resumed and moved to the position.
+        let hurried = reader("10")?;
+        hurried.assign(&assignment).map_err(store_error)?;
+        hurried.pause(&assignment).map_err(store_error)?;
         let (position_tx, position) = watch::channel(0i64);
         let store = Self {
             topic: topic.into(),
             producer,
             consumer: Arc::new(consumer),
-            hurried: Arc::new(reader("10")?),
+            hurried: Arc::new(hurried),
             wanted: Arc::new(Mutex::new((-1, Instant::now()))),
             hurry: Arc::default(),
             state: Arc::new(RwLock::new(State::default())),
@@ -173,12 +177,12 @@ impl LogStore {
         // Keys whose latest record in the log was rejected, with the value to re-assert.
         let mut needs_repair: HashMap<Vec<u8>, SchemaValue> = HashMap::new();
         let mut next = 0;
-        let (mut hurried, mut hurried_assigned) = (false, false);
+        let mut hurried = false;
         loop {
             let (wanted, until) = *self.wanted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let received = if wanted >= next && Instant::now() < until {
                 if !hurried {
-                    if let Err(error) = self.hurry_from(next, &mut hurried_assigned) {
+                    if let Err(error) = self.hurry_from(next) {
                         tracing::warn!(%error, "cannot read the schemas log from {next}");
                     }
                     hurried = true;
@@ -247,16 +251,8 @@ impl LogStore {
         partition
     }
 
-    /// Starts the hurried reader at `next`: assigned the first time, then
-    /// resumed and moved there (it stays assigned, paused, in between).
-    fn hurry_from(&self, next: i64, assigned: &mut bool) -> rdkafka::error::KafkaResult<()> {
-        if !*assigned {
-            let mut from = TopicPartitionList::new();
-            from.add_partition_offset(&self.topic, 0, Offset::Offset(next))?;
-            self.hurried.assign(&from)?;
-            *assigned = true;
-            return Ok(());
-        }
+    /// Resumes the hurried reader (assigned, paused in between) at `next`.
+    fn hurry_from(&self, next: i64) -> rdkafka::error::KafkaResult<()> {
         self.hurried.resume(&self.partition())?;
         self.hurried.seek(&self.topic, 0, Offset::Offset(next), Duration::from_secs(1))
     }
