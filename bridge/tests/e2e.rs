@@ -350,12 +350,8 @@ async fn a_redelivery_is_not_produced_twice_even_after_a_restart() {
 async fn two_bridge_instances_share_their_dedup_view_through_the_log() {
     let stack = Stack::start().await;
     // A second instance with the same config: same broker, same `_bridge_deliveries`.
-    let second = bridge::Application::build(stack.config.clone()).await.expect("second bridge builds");
-    let second_url = format!("http://{}", second.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(second.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
+    let second = Instance::start(stack.config.clone()).await;
+    let second_url = second.url.clone();
     let client = reqwest::Client::new();
     let post = async |url: &str, id: &str| {
         let body = stripe_body(id);
@@ -385,8 +381,7 @@ async fn two_bridge_instances_share_their_dedup_view_through_the_log() {
         assert_eq!(again["offset"], first["offset"], "the duplicate names the first record");
     }
     assert_eq!(stack.count("webhooks.stripe.payment_intent.succeeded"), 2, "one record per delivery");
-    let _ = stop.send(());
-    running.await.expect("second bridge stops").expect("second bridge ran");
+    second.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

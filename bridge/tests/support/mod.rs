@@ -37,11 +37,55 @@ pub struct Stack {
     pub broker: Broker,
     pub registry: RunningRegistry,
     pub url: String,
-    app: Option<Arc<bridge::app::App>>,
     pub config: bridge::config::Config,
-    bridge: Option<tokio::task::JoinHandle<()>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    bridge: Option<Instance>,
     dir: PathBuf,
+}
+
+/// A bridge running in this process until stopped (or dropped: aborted).
+pub struct Instance {
+    pub url: String,
+    pub app: Arc<bridge::app::App>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Instance {
+    pub async fn start(config: bridge::config::Config) -> Self {
+        let application = bridge::Application::build(config).await.expect("bridge builds");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        Self {
+            url: format!("http://{}", application.local_addr()),
+            app: application.app(),
+            stop: Some(stop),
+            task: Some(tokio::spawn(async move {
+                application
+                    .run_until_stopped(async {
+                        let _ = stopped.await;
+                    })
+                    .await
+                    .expect("bridge runs");
+            })),
+        }
+    }
+
+    /// Graceful stop (as on SIGTERM): in-flight finished, producer flushed.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("bridge stops cleanly");
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
 }
 
 fn workspace() -> PathBuf {
@@ -189,39 +233,26 @@ impl Stack {
         let text = config_text_with_catalog(&broker.bootstrap(), &registry.url, &dir, extra, catalog);
         let config = bridge::config::Config::from_toml(&text).expect("test config is valid");
         std::fs::write(dir.join("bridge.toml"), &text).expect("write config");
-        let mut stack = Self { broker, registry, url: String::new(), app: None, config, bridge: None, stop: None, dir };
+        let mut stack = Self { broker, registry, url: String::new(), config, bridge: None, dir };
         stack.start_bridge().await;
         stack
     }
 
     pub async fn start_bridge(&mut self) {
-        let application = bridge::Application::build(self.config.clone()).await.expect("bridge builds");
-        self.url = format!("http://{}", application.local_addr());
-        self.app = Some(application.app());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        self.stop = Some(stop);
-        self.bridge = Some(tokio::spawn(async move {
-            application
-                .run_until_stopped(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("bridge runs");
-        }));
+        let instance = Instance::start(self.config.clone()).await;
+        self.url = instance.url.clone();
+        self.bridge = Some(instance);
     }
 
     /// The running bridge's shared state.
     pub fn app(&self) -> Arc<bridge::app::App> {
-        self.app.clone().expect("the bridge is running")
+        self.bridge.as_ref().map(|bridge| bridge.app.clone()).expect("the bridge is running")
     }
 
     /// Graceful stop (as on SIGTERM): in-flight finished, producer flushed.
     pub async fn stop_bridge(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.bridge.take() {
-            task.await.expect("bridge stops cleanly");
+        if let Some(bridge) = self.bridge.take() {
+            bridge.stop().await;
         }
     }
 
@@ -269,9 +300,7 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        if let Some(task) = self.bridge.take() {
-            task.abort();
-        }
+        drop(self.bridge.take());
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
