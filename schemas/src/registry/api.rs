@@ -120,8 +120,11 @@ async fn metrics(State(r): State<Arc<Registry>>) -> Response {
          # HELP registry_subjects Subjects with at least one live version.\n# TYPE registry_subjects gauge\nregistry_subjects {subjects}\n\
          # HELP registry_versions Live subject versions.\n# TYPE registry_versions gauge\nregistry_versions {versions}\n\
          # HELP registry_write_races_lost_total Registrations retried after another instance's claim won.\n\
-         # TYPE registry_write_races_lost_total counter\nregistry_write_races_lost_total {}\n",
-        r.races_lost()
+         # TYPE registry_write_races_lost_total counter\nregistry_write_races_lost_total {}\n\
+         # HELP registry_write_gave_way_total Registrations that waited for another instance's retry after its claim lost.\n\
+         # TYPE registry_write_gave_way_total counter\nregistry_write_gave_way_total {}\n",
+        r.races_lost(),
+        r.gave_way()
     );
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -15,6 +15,9 @@
 //!   and, if its claim lost, catches up and tries again with the next free id
 //!   and version. Within one instance writes are serialised by a lock, so
 //!   conflicts only arise between instances.
+//! - No instance starves another: a writer that sees a claim it did not
+//!   write rejected gives way, once, for about two of its own claim round
+//!   trips, so the loser's retry is decided first.
 //! - Compaction keeps only the last value of a key, so a rejected claim must
 //!   never be the last record of its key: a loser whose key had no accepted
 //!   value tombstones it before retrying, and any reader that ends up with a
@@ -31,16 +34,33 @@ use apache_avro::Schema;
 pub use error::RegistryError;
 use log::{ConfigValue, DeleteSubjectValue, LogKey, SchemaValue};
 use std::sync::Arc;
+use std::time::Duration;
 use store::LogStore;
 
 /// How many times a write retries after losing a race with another instance.
 const WRITE_ATTEMPTS: usize = 12;
 
-/// A random pause of up to `15 ms × attempt`.
-fn jitter(attempt: usize) -> std::time::Duration {
+/// The longest random pause of a writer that lost a race.
+const JITTER_MAX: Duration = Duration::from_millis(30);
+
+/// The longest a writer gives way to another instance's retry.
+const GIVE_WAY_MAX: Duration = Duration::from_secs(1);
+
+/// A random pause of up to [`JITTER_MAX`].
+fn jitter() -> Duration {
     use std::hash::{BuildHasher, Hasher};
     let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
-    std::time::Duration::from_micros(random % (15_000 * attempt as u64))
+    Duration::from_micros(random % JITTER_MAX.as_micros() as u64)
+}
+
+/// What an instance's writes carry from one to the next (under the write lock).
+#[derive(Debug)]
+struct Writer {
+    /// The latest rejected record of the log this writer has answered: its
+    /// own lost claim, or another instance's that it gave way to.
+    answered_rejection: i64,
+    /// How long its last claim took, from deciding it to knowing whether it won.
+    last_claim: Duration,
 }
 
 /// A version in a request path: a number, or `latest` (also `-1`).
@@ -82,8 +102,9 @@ pub struct SubjectVersion {
 #[derive(Debug)]
 pub struct Registry {
     store: LogStore,
-    write_lock: tokio::sync::Mutex<()>,
+    write_lock: tokio::sync::Mutex<Writer>,
     races_lost: std::sync::atomic::AtomicU64,
+    gave_way: std::sync::atomic::AtomicU64,
     claim_delay: Option<std::time::Duration>,
 }
 
@@ -98,10 +119,14 @@ pub fn parse_schema(text: &str) -> Result<Schema, RegistryError> {
 impl Registry {
     /// Opens the log on `topic` at `brokers` and replays it.
     pub async fn open(brokers: &str, topic: &str) -> Result<Self, RegistryError> {
+        let store = LogStore::open(brokers, topic).await?;
+        // Races lost before this instance started are history.
+        let writer = Writer { answered_rejection: store.last_rejected(), last_claim: Duration::from_millis(50) };
         Ok(Self {
-            store: LogStore::open(brokers, topic).await?,
-            write_lock: tokio::sync::Mutex::new(()),
+            store,
+            write_lock: tokio::sync::Mutex::new(writer),
             races_lost: Default::default(),
+            gave_way: Default::default(),
             claim_delay: None,
         })
     }
@@ -134,6 +159,31 @@ impl Registry {
     /// How many registrations lost a race to another instance and were retried.
     pub fn races_lost(&self) -> u64 {
         self.races_lost.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many times a write waited for another instance's retry after that
+    /// instance's claim lost.
+    pub fn gave_way(&self) -> u64 {
+        self.gave_way.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// If another instance's claim was rejected since this writer last
+    /// looked, that instance lost a race (most likely to this one) and is
+    /// about to retry: wait about two of this writer's claim round trips, so
+    /// that its retry is decided before this writer's next claim. Without
+    /// this, the winner, which learns the outcome first, is always first to
+    /// claim again, and the loser can keep losing: under a steady stream of
+    /// registrations through two instances, one registration lost 12 races
+    /// in a row.
+    async fn give_way(&self, writer: &mut Writer) -> Result<(), RegistryError> {
+        let rejected = self.store.last_rejected();
+        if rejected <= writer.answered_rejection {
+            return Ok(());
+        }
+        writer.answered_rejection = rejected;
+        self.gave_way.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep((writer.last_claim * 2 + JITTER_MAX).min(GIVE_WAY_MAX)).await;
+        self.store.catch_up().await
     }
 
     /// Flushes pending writes (on shutdown).
@@ -229,9 +279,11 @@ impl Registry {
     pub async fn register(&self, subject: &str, text: &str) -> Result<u32, RegistryError> {
         let parsed = parse_schema(text)?;
         let canonical = crate::canonical(&parsed);
-        let _write = self.write_lock.lock().await;
+        let mut writer = self.write_lock.lock().await;
         for attempt in 1..=WRITE_ATTEMPTS {
             self.store.catch_up().await?;
+            self.give_way(&mut writer).await?;
+            let decided = std::time::Instant::now();
             let claim = {
                 let state = self.store.state();
                 let subject_state = state.subjects.get(subject);
@@ -267,6 +319,7 @@ impl Registry {
             }
             let offset = self.store.append_schema(&claim).await?;
             self.store.wait_applied(offset).await?;
+            writer.last_claim = decided.elapsed();
             let outcome = self.store.state().schema_value(subject, claim.version);
             match outcome {
                 Some(won) if won.id == claim.id && won.schema == claim.schema => {
@@ -279,10 +332,11 @@ impl Registry {
                     self.store.append(&LogKey::schema(subject, claim.version), None).await?;
                 }
             }
+            writer.answered_rejection = writer.answered_rejection.max(offset);
             self.races_lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            // Back off for a random while, growing with each lost race, so two
-            // instances that keep colliding fall out of step.
-            tokio::time::sleep(jitter(attempt)).await;
+            // A short random pause, so that two instances that claimed at the
+            // same moment fall out of step; the winner gives way meanwhile.
+            tokio::time::sleep(jitter()).await;
             tracing::info!(
                 subject,
                 attempt,
