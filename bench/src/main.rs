@@ -4,7 +4,8 @@
 //!   throughput, p50/p99 answer latency, CPU per webhook, peak RSS, and p99
 //!   at half of its peak rate;
 //! - the Kafka limit: a bare rdkafka producer sending the bridge's own Avro
-//!   records to the same broker, with the same producer settings;
+//!   records to the same broker, with the bridge's own producer settings
+//!   (`bridge::sink::producer_config`);
 //! - the HTTP limit: an axum server that only answers 200;
 //! - a do-it-yourself Python receiver (Starlette + uvicorn, hmac, fastavro,
 //!   confluent-kafka), if `--python` names an interpreter that has them;
@@ -20,7 +21,6 @@
 
 use anyhow::Context;
 use clap::Parser;
-use rdkafka::ClientConfig;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::path::PathBuf;
@@ -736,13 +736,9 @@ impl Limits {
         events: &mut Events,
     ) -> anyhow::Result<Self> {
         schemas::topics::ensure_topic(brokers, KAFKA_TOPIC, 3, &[]).await?;
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", "lz4")
-            .set("linger.ms", "2")
-            .create()?;
+        let kafka = bridge::config::KafkaConfig::with_brokers(brokers);
+        let ack_timeout = Duration::from_millis(bridge::config::ServerConfig::default().ack_timeout_ms);
+        let producer: FutureProducer = bridge::sink::producer_config(&kafka, ack_timeout).create()?;
         let http_port = testbed::free_port()?;
         let http = Running {
             process: Killed(

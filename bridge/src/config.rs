@@ -117,6 +117,21 @@ pub struct KafkaConfig {
     pub producer: BTreeMap<String, String>,
 }
 
+impl KafkaConfig {
+    /// The defaults, for `brokers`.
+    pub fn with_brokers(brokers: &str) -> Self {
+        Self {
+            brokers: brokers.to_owned(),
+            topic_template: default_topic_template(),
+            partitions: default_partitions(),
+            compression: default_compression(),
+            dead_letter_topic: default_dead_letter_topic(),
+            deliveries_topic: default_deliveries_topic(),
+            producer: BTreeMap::new(),
+        }
+    }
+}
+
 fn default_topic_template() -> String {
     schemas::catalog::DEFAULT_TOPIC_TEMPLATE.into()
 }

@@ -51,33 +51,40 @@ impl std::fmt::Debug for KafkaSink {
     }
 }
 
+/// The librdkafka settings of the bridge's producer for `config`: the
+/// benchmark's bare producer takes them from here too, so that the Kafka
+/// limit it measures is this producer's.
+pub fn producer_config(config: &KafkaConfig, ack_timeout: Duration) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", &config.compression)
+        .set("linger.ms", "2")
+        // After a broker outage, reconnect within a second of its return
+        // (librdkafka's default backs off up to 10 s).
+        .set("reconnect.backoff.max.ms", "1000")
+        // A record the HTTP answer gave up on (503 after ack_timeout)
+        // stays queued and is delivered once the broker is back, at
+        // worst a duplicate of the provider's retry. Timing it out
+        // instead would make librdkafka bump the idempotent producer's
+        // epoch locally, which tansu 0.6 refuses on every later
+        // produce; 5 minutes is librdkafka's own default.
+        .set("message.timeout.ms", ack_timeout.as_millis().max(300_000).to_string())
+        // Bounds what an outage can queue (librdkafka's default is 1 GiB);
+        // a full queue is answered 503 at the deadline like a silent broker.
+        .set("queue.buffering.max.kbytes", "32768");
+    for (key, value) in &config.producer {
+        client.set(key, value);
+    }
+    client
+}
+
 impl KafkaSink {
     /// A producer for `config`; records stay queued for at least 5 minutes (or `ack_timeout`).
     pub fn new(config: &KafkaConfig, ack_timeout: Duration) -> Result<Self, SinkError> {
-        let mut client = ClientConfig::new();
-        client
-            .set("bootstrap.servers", &config.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", &config.compression)
-            .set("linger.ms", "2")
-            // After a broker outage, reconnect within a second of its return
-            // (librdkafka's default backs off up to 10 s).
-            .set("reconnect.backoff.max.ms", "1000")
-            // A record the HTTP answer gave up on (503 after ack_timeout)
-            // stays queued and is delivered once the broker is back, at
-            // worst a duplicate of the provider's retry. Timing it out
-            // instead would make librdkafka bump the idempotent producer's
-            // epoch locally, which tansu 0.6 refuses on every later
-            // produce; 5 minutes is librdkafka's own default.
-            .set("message.timeout.ms", ack_timeout.as_millis().max(300_000).to_string())
-            // Bounds what an outage can queue (librdkafka's default is 1 GiB);
-            // a full queue is answered 503 at the deadline like a silent broker.
-            .set("queue.buffering.max.kbytes", "32768");
-        for (key, value) in &config.producer {
-            client.set(key, value);
-        }
-        let producer = client.create().map_err(|e| SinkError::Refused(e.to_string()))?;
+        let producer = producer_config(config, ack_timeout).create().map_err(|e| SinkError::Refused(e.to_string()))?;
         Ok(Self {
             producer,
             brokers: config.brokers.clone(),
