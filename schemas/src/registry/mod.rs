@@ -63,6 +63,29 @@ struct Writer {
     last_claim: Duration,
 }
 
+impl Writer {
+    /// A writer that has answered every rejection up to `answered_rejection`.
+    fn new(answered_rejection: i64) -> Self {
+        Self { answered_rejection, last_claim: Duration::from_millis(50) }
+    }
+
+    /// How long to give way, if `rejected` (the log's latest rejected
+    /// record) is one this writer has not answered: another instance's lost
+    /// claim. Each rejection is given way to once.
+    fn give_way_for(&mut self, rejected: i64) -> Option<Duration> {
+        if rejected <= self.answered_rejection {
+            return None;
+        }
+        self.answered_rejection = rejected;
+        Some((self.last_claim * 2 + JITTER_MAX).min(GIVE_WAY_MAX))
+    }
+
+    /// This writer's own claim at `offset` lost: its rejection needs no giving way.
+    fn lost(&mut self, offset: i64) {
+        self.answered_rejection = self.answered_rejection.max(offset);
+    }
+}
+
 /// A version in a request path: a number, or `latest` (also `-1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VersionSpec {
@@ -121,7 +144,7 @@ impl Registry {
     pub async fn open(brokers: &str, topic: &str) -> Result<Self, RegistryError> {
         let store = LogStore::open(brokers, topic).await?;
         // Races lost before this instance started are history.
-        let writer = Writer { answered_rejection: store.last_rejected(), last_claim: Duration::from_millis(50) };
+        let writer = Writer::new(store.last_rejected());
         Ok(Self {
             store,
             write_lock: tokio::sync::Mutex::new(writer),
@@ -176,13 +199,11 @@ impl Registry {
     /// registrations through two instances, one registration lost 12 races
     /// in a row.
     async fn give_way(&self, writer: &mut Writer) -> Result<(), RegistryError> {
-        let rejected = self.store.last_rejected();
-        if rejected <= writer.answered_rejection {
+        let Some(pause) = writer.give_way_for(self.store.last_rejected()) else {
             return Ok(());
-        }
-        writer.answered_rejection = rejected;
+        };
         self.gave_way.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tokio::time::sleep((writer.last_claim * 2 + JITTER_MAX).min(GIVE_WAY_MAX)).await;
+        tokio::time::sleep(pause).await;
         self.store.catch_up().await
     }
 
@@ -332,7 +353,7 @@ impl Registry {
                     self.store.append(&LogKey::schema(subject, claim.version), None).await?;
                 }
             }
-            writer.answered_rejection = writer.answered_rejection.max(offset);
+            writer.lost(offset);
             self.races_lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             // A short random pause, so that two instances that claimed at the
             // same moment fall out of step; the winner gives way meanwhile.
@@ -533,5 +554,32 @@ impl RunningRegistry {
     pub fn stop(self) {
         self.task.abort();
         self.registry.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_writer_gives_way_once_to_each_claim_it_did_not_lose_itself() {
+        // Rejections up to offset 5 were in the log before the instance started.
+        let mut writer = Writer::new(5);
+        assert_eq!(writer.give_way_for(5), None);
+        writer.last_claim = Duration::from_millis(40);
+        // Its own claim at 9 lost: nothing to give way to.
+        writer.lost(9);
+        assert_eq!(writer.give_way_for(9), None);
+        // Another instance's claim at 12 lost: two claim round trips and the loser's longest pause.
+        assert_eq!(writer.give_way_for(12), Some(Duration::from_millis(80) + JITTER_MAX));
+        assert_eq!(writer.give_way_for(12), None, "once per rejection");
+        // A slow claim does not hold the writer back for more than GIVE_WAY_MAX.
+        writer.last_claim = Duration::from_secs(3);
+        assert_eq!(writer.give_way_for(20), Some(GIVE_WAY_MAX));
+    }
+
+    #[test]
+    fn the_losers_pause_is_short_and_bounded() {
+        assert!((0..200).map(|_| jitter()).all(|pause| pause < JITTER_MAX));
     }
 }
