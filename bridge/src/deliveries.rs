@@ -101,6 +101,9 @@ enum Logged {
     One(DeliveryRecord),
 }
 
+/// Reading the log at start fails when the broker sends nothing for this long.
+const REPLAY_STALL: Duration = Duration::from_secs(60);
+
 /// Shards of the view, each behind its own lock.
 const SHARDS: usize = 16;
 
@@ -352,7 +355,9 @@ impl DeliveryLog {
         let mut assignment = TopicPartitionList::new();
         assignment.add_partition_offset(topic, 0, Offset::Beginning)?;
         consumer.assign(&assignment)?;
-        let (_, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(10))?;
+        let (low, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(10))?;
+        // Nothing to read when every record has expired (low = high > 0).
+        let end = if low >= high { 0 } else { high };
         let log = Self {
             topic: topic.to_owned(),
             window_ms,
@@ -360,21 +365,49 @@ impl DeliveryLog {
             view: Arc::new(View::new(max_deliveries)),
             pending: Arc::default(),
         };
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(log.clone().tail(consumer, high, ready_tx));
-        tokio::time::timeout(Duration::from_secs(60), ready_rx)
-            .await
-            .map_err(|_| anyhow::anyhow!("reading the delivery log '{topic}' took over 60 s"))??;
+        let (progress_tx, mut progress) = tokio::sync::watch::channel(0i64);
+        tokio::spawn(log.clone().tail(consumer, end, progress_tx));
+        // A long log takes as long as it takes (on tansu 0.6, whose fetches
+        // wait the full 250 ms, a million deliveries took 47 s); the start
+        // fails only when the broker sends nothing for REPLAY_STALL.
+        let started = std::time::Instant::now();
+        let mut reported = started;
+        while *progress.borrow_and_update() < end {
+            match tokio::time::timeout(REPLAY_STALL, progress.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => anyhow::bail!("the reader of the delivery log '{topic}' stopped"),
+                Err(_) => anyhow::bail!(
+                    "the delivery log '{topic}' sent nothing for {REPLAY_STALL:?} while it was read at start (at offset {} of {end}); check that the Kafka broker is reachable",
+                    *progress.borrow()
+                ),
+            }
+            if reported.elapsed() >= Duration::from_secs(10) {
+                reported = std::time::Instant::now();
+                tracing::info!(
+                    topic,
+                    offset = *progress.borrow(),
+                    end,
+                    deliveries = log.len(),
+                    "reading the delivery log"
+                );
+            }
+        }
+        if end > 0 {
+            tracing::info!(
+                topic,
+                records = end - low,
+                deliveries = log.len(),
+                seconds = started.elapsed().as_secs_f64(),
+                "delivery log read"
+            );
+        }
         Ok(log)
     }
 
-    async fn tail(self, consumer: StreamConsumer, high: i64, ready: tokio::sync::oneshot::Sender<()>) {
-        let mut ready = Some(ready);
-        if high <= 0
-            && let Some(ready) = ready.take()
-        {
-            let _ = ready.send(());
-        }
+    /// Applies each record of the log as it comes, reporting the offset
+    /// reached through `progress` until it reaches `end`.
+    async fn tail(self, consumer: StreamConsumer, end: i64, progress: tokio::sync::watch::Sender<i64>) {
+        let mut progress = (end > 0).then_some(progress);
         loop {
             match consumer.recv().await {
                 Ok(message) => {
@@ -388,10 +421,12 @@ impl DeliveryLog {
                             None => {}
                         }
                     }
-                    if message.offset() + 1 >= high
-                        && let Some(ready) = ready.take()
-                    {
-                        let _ = ready.send(());
+                    if let Some(sender) = &progress {
+                        let next = message.offset() + 1;
+                        sender.send_replace(next);
+                        if next >= end {
+                            progress = None;
+                        }
                     }
                 }
                 Err(error) => {
