@@ -104,6 +104,16 @@ enum Logged {
 /// Reading the log at start fails when the broker sends nothing for this long.
 const REPLAY_STALL: Duration = Duration::from_secs(60);
 
+/// A consumer of the log (assigned, never a group member, no commits) with `settings`.
+fn log_consumer(brokers: &str, settings: &[(&str, &str)]) -> rdkafka::error::KafkaResult<StreamConsumer> {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers).set("group.id", "bridge-delivery-log").set("enable.auto.commit", "false");
+    for (key, value) in settings {
+        config.set(*key, *value);
+    }
+    config.create()
+}
+
 /// Shards of the view, each behind its own lock.
 const SHARDS: usize = 16;
 
@@ -335,23 +345,11 @@ impl DeliveryLog {
             &[("cleanup.policy", "delete"), ("retention.ms", retention_ms.as_str())],
         )
         .await?;
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("group.id", "bridge-delivery-log")
-            .set("enable.auto.commit", "false")
-            // The broker answers a fetch once it holds 1 MiB of new log or
-            // after 250 ms: a few fetches a second, however busy. With
-            // `fetch.min.bytes` 1 each of this bridge's own log writes (one
-            // per 5 ms under load) was fetched straight back, and the
-            // broker's acknowledgements of the webhooks' records came later
-            // for it (half-peak p99 14–19 ms against 10–12; BENCHMARKS.md).
-            // Another instance's deliveries reach this view within ~¼ s.
-            .set("fetch.wait.max.ms", "250")
-            .set("fetch.min.bytes", "1048576")
-            // librdkafka prefetches up to 64 MiB per partition by default;
-            // the log's records are a few hundred bytes, read as they come.
-            .set("queued.max.messages.kbytes", "2048")
-            .create()?;
+        // The log is read to its end at start by a consumer of its own with
+        // a short wait: tansu 0.6 holds every fetch for the whole
+        // `fetch.wait.max.ms`, and at the tail's 250 ms a million
+        // deliveries took 47 s to read.
+        let consumer = log_consumer(brokers, &[("fetch.wait.max.ms", "10"), ("queued.max.messages.kbytes", "8192")])?;
         let mut assignment = TopicPartitionList::new();
         assignment.add_partition_offset(topic, 0, Offset::Beginning)?;
         consumer.assign(&assignment)?;
@@ -366,7 +364,7 @@ impl DeliveryLog {
             pending: Arc::default(),
         };
         let (progress_tx, mut progress) = tokio::sync::watch::channel(0i64);
-        tokio::spawn(log.clone().tail(consumer, end, progress_tx));
+        tokio::spawn(log.clone().tail(brokers.to_owned(), consumer, end, progress_tx));
         // A long log takes as long as it takes (on tansu 0.6, whose fetches
         // wait the full 250 ms, a million deliveries took 47 s); the start
         // fails only when the broker sends nothing for REPLAY_STALL.
@@ -404,36 +402,88 @@ impl DeliveryLog {
         Ok(log)
     }
 
-    /// Applies each record of the log as it comes, reporting the offset
-    /// reached through `progress` until it reaches `end`.
-    async fn tail(self, consumer: StreamConsumer, end: i64, progress: tokio::sync::watch::Sender<i64>) {
+    /// Applies each record of the log as it comes: first through the start
+    /// reader, reporting the offset reached through `progress` until it
+    /// reaches `end`, then through a tail that asks a few times a second.
+    async fn tail(self, brokers: String, start: StreamConsumer, end: i64, progress: tokio::sync::watch::Sender<i64>) {
         let mut progress = (end > 0).then_some(progress);
+        let mut next = None;
+        while let Some(sender) = &progress {
+            let message = self.receive(&start).await;
+            next = Some(message.offset() + 1);
+            self.apply(&message);
+            sender.send_replace(message.offset() + 1);
+            if message.offset() + 1 >= end {
+                progress = None;
+            }
+        }
+        // Then whatever the start reader has already fetched. The tail
+        // takes over exactly where that ends, which is where a record
+        // batch ends: tansu 0.6 answers a fetch from inside a batch with
+        // the batches after it, and its high watermark can stop short of
+        // the last batch's end, so neither may decide where the tail starts.
+        while let Ok(message) = tokio::time::timeout(Duration::from_millis(5), self.receive(&start)).await {
+            next = Some(message.offset() + 1);
+            self.apply(&message);
+        }
+        // The broker answers a fetch once it holds 1 MiB of new log or
+        // after 250 ms: a few fetches a second, however busy. With
+        // `fetch.min.bytes` 1 each of this bridge's own log writes (one
+        // per 5 ms under load) was fetched straight back, and the
+        // broker's acknowledgements of the webhooks' records came later
+        // for it (half-peak p99 14–19 ms against 10–12; BENCHMARKS.md).
+        // Another instance's deliveries reach this view within ~¼ s.
+        // librdkafka prefetches up to 64 MiB per partition by default;
+        // the log's records are a few hundred bytes, read as they come.
+        let settings =
+            [("fetch.wait.max.ms", "250"), ("fetch.min.bytes", "1048576"), ("queued.max.messages.kbytes", "2048")];
+        let tail = log_consumer(&brokers, &settings).and_then(|tail| {
+            let mut assignment = TopicPartitionList::new();
+            assignment.add_partition_offset(&self.topic, 0, next.map_or(Offset::Beginning, Offset::Offset))?;
+            tail.assign(&assignment)?;
+            Ok(tail)
+        });
+        let tail = match tail {
+            Ok(tail) => {
+                drop(start);
+                tail
+            }
+            Err(error) => {
+                tracing::warn!(%error, topic = %self.topic, "cannot start the delivery log's tail; reading on with the start reader");
+                start
+            }
+        };
+        loop {
+            let message = self.receive(&tail).await;
+            self.apply(&message);
+        }
+    }
+
+    /// The next record, retrying after errors.
+    async fn receive<'c>(&self, consumer: &'c StreamConsumer) -> rdkafka::message::BorrowedMessage<'c> {
         loop {
             match consumer.recv().await {
-                Ok(message) => {
-                    if !self.written_here(&message) {
-                        match message.payload().map(serde_json::from_slice::<Logged>) {
-                            Some(Ok(Logged::Batch(records))) => records.iter().for_each(|r| self.remember(r)),
-                            Some(Ok(Logged::One(record))) => self.remember(&record),
-                            Some(Err(error)) => {
-                                tracing::warn!(%error, topic = %self.topic, offset = message.offset(), "a delivery-log record does not parse; skipped");
-                            }
-                            None => {}
-                        }
-                    }
-                    if let Some(sender) = &progress {
-                        let next = message.offset() + 1;
-                        sender.send_replace(next);
-                        if next >= end {
-                            progress = None;
-                        }
-                    }
-                }
+                Ok(message) => return message,
                 Err(error) => {
                     tracing::warn!(%error, topic = %self.topic, "reading the delivery log failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
+        }
+    }
+
+    /// Puts one log record's deliveries into the view, unless this process wrote it.
+    fn apply(&self, message: &impl Message) {
+        if self.written_here(message) {
+            return;
+        }
+        match message.payload().map(serde_json::from_slice::<Logged>) {
+            Some(Ok(Logged::Batch(records))) => records.iter().for_each(|r| self.remember(r)),
+            Some(Ok(Logged::One(record))) => self.remember(&record),
+            Some(Err(error)) => {
+                tracing::warn!(%error, topic = %self.topic, offset = message.offset(), "a delivery-log record does not parse; skipped");
+            }
+            None => {}
         }
     }
 
