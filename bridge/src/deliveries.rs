@@ -101,6 +101,9 @@ enum Logged {
     One(DeliveryRecord),
 }
 
+/// What the start reader reports once it has read the log to its end.
+const READ_TO_END: i64 = i64::MAX;
+
 /// Reading the log at start fails when the broker sends nothing for this long.
 const REPLAY_STALL: Duration = Duration::from_secs(60);
 
@@ -365,12 +368,12 @@ impl DeliveryLog {
         };
         let (progress_tx, mut progress) = tokio::sync::watch::channel(0i64);
         tokio::spawn(log.clone().tail(brokers.to_owned(), consumer, end, progress_tx));
-        // A long log takes as long as it takes (on tansu 0.6, whose fetches
-        // wait the full 250 ms, a million deliveries took 47 s); the start
-        // fails only when the broker sends nothing for REPLAY_STALL.
+        // A long log takes as long as it takes (on tansu, about 15 s per
+        // million deliveries); the start fails only when the broker sends
+        // nothing for REPLAY_STALL.
         let started = std::time::Instant::now();
         let mut reported = started;
-        while *progress.borrow_and_update() < end {
+        while *progress.borrow_and_update() != READ_TO_END {
             match tokio::time::timeout(REPLAY_STALL, progress.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => anyhow::bail!("the reader of the delivery log '{topic}' stopped"),
@@ -379,15 +382,10 @@ impl DeliveryLog {
                     *progress.borrow()
                 ),
             }
-            if reported.elapsed() >= Duration::from_secs(10) {
+            let offset = *progress.borrow();
+            if offset != READ_TO_END && reported.elapsed() >= Duration::from_secs(10) {
                 reported = std::time::Instant::now();
-                tracing::info!(
-                    topic,
-                    offset = *progress.borrow(),
-                    end,
-                    deliveries = log.len(),
-                    "reading the delivery log"
-                );
+                tracing::info!(topic, offset, end, deliveries = log.len(), "reading the delivery log");
             }
         }
         if end > 0 {
@@ -403,19 +401,15 @@ impl DeliveryLog {
     }
 
     /// Applies each record of the log as it comes: first through the start
-    /// reader, reporting the offset reached through `progress` until it
-    /// reaches `end`, then through a tail that asks a few times a second.
+    /// reader, reporting the offset reached through `progress` (then
+    /// [`READ_TO_END`]), then through a tail that asks a few times a second.
     async fn tail(self, brokers: String, start: StreamConsumer, end: i64, progress: tokio::sync::watch::Sender<i64>) {
-        let mut progress = (end > 0).then_some(progress);
         let mut next = None;
-        while let Some(sender) = &progress {
+        while next.is_none_or(|next| next < end) && end > 0 {
             let message = self.receive(&start).await;
             next = Some(message.offset() + 1);
             self.apply(&message);
-            sender.send_replace(message.offset() + 1);
-            if message.offset() + 1 >= end {
-                progress = None;
-            }
+            progress.send_replace(message.offset() + 1);
         }
         // Then whatever the start reader has already fetched. The tail
         // takes over exactly where that ends, which is where a record
@@ -426,6 +420,8 @@ impl DeliveryLog {
             next = Some(message.offset() + 1);
             self.apply(&message);
         }
+        progress.send_replace(READ_TO_END);
+        drop(progress);
         // The broker answers a fetch once it holds 1 MiB of new log or
         // after 250 ms: a few fetches a second, however busy. With
         // `fetch.min.bytes` 1 each of this bridge's own log writes (one
