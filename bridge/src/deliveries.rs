@@ -107,14 +107,24 @@ const READ_TO_END: i64 = i64::MAX;
 /// Reading the log at start fails when the broker sends nothing for this long.
 const REPLAY_STALL: Duration = Duration::from_secs(60);
 
-/// A consumer of the log (assigned, never a group member, no commits) with `settings`.
-fn log_consumer(brokers: &str, settings: &[(&str, &str)]) -> rdkafka::error::KafkaResult<StreamConsumer> {
+/// A consumer of the log's one partition, assigned at `from` (never a group
+/// member, no commits), with `settings`.
+fn log_consumer(
+    brokers: &str,
+    topic: &str,
+    from: Offset,
+    settings: &[(&str, &str)],
+) -> rdkafka::error::KafkaResult<StreamConsumer> {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers).set("group.id", "bridge-delivery-log").set("enable.auto.commit", "false");
     for (key, value) in settings {
         config.set(*key, *value);
     }
-    config.create()
+    let consumer: StreamConsumer = config.create()?;
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, 0, from)?;
+    consumer.assign(&assignment)?;
+    Ok(consumer)
 }
 
 /// Shards of the view, each behind its own lock.
@@ -352,10 +362,8 @@ impl DeliveryLog {
         // a short wait: tansu 0.6 holds every fetch for the whole
         // `fetch.wait.max.ms`, and at the tail's 250 ms a million
         // deliveries took 47 s to read.
-        let consumer = log_consumer(brokers, &[("fetch.wait.max.ms", "10"), ("queued.max.messages.kbytes", "8192")])?;
-        let mut assignment = TopicPartitionList::new();
-        assignment.add_partition_offset(topic, 0, Offset::Beginning)?;
-        consumer.assign(&assignment)?;
+        let start = [("fetch.wait.max.ms", "10"), ("queued.max.messages.kbytes", "8192")];
+        let consumer = log_consumer(brokers, topic, Offset::Beginning, &start)?;
         let (low, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(10))?;
         // Nothing to read when every record has expired (low = high > 0).
         let end = if low >= high { 0 } else { high };
@@ -405,11 +413,12 @@ impl DeliveryLog {
     /// [`READ_TO_END`]), then through a tail that asks a few times a second.
     async fn tail(self, brokers: String, start: StreamConsumer, end: i64, progress: tokio::sync::watch::Sender<i64>) {
         let mut next = None;
-        while next.is_none_or(|next| next < end) && end > 0 {
+        while end > 0 && next.is_none_or(|next| next < end) {
             let message = self.receive(&start).await;
-            next = Some(message.offset() + 1);
+            let after = message.offset() + 1;
             self.apply(&message);
-            progress.send_replace(message.offset() + 1);
+            next = Some(after);
+            progress.send_replace(after);
         }
         // Then whatever the start reader has already fetched. The tail
         // takes over exactly where that ends, which is where a record
@@ -433,13 +442,8 @@ impl DeliveryLog {
         // the log's records are a few hundred bytes, read as they come.
         let settings =
             [("fetch.wait.max.ms", "250"), ("fetch.min.bytes", "1048576"), ("queued.max.messages.kbytes", "2048")];
-        let tail = log_consumer(&brokers, &settings).and_then(|tail| {
-            let mut assignment = TopicPartitionList::new();
-            assignment.add_partition_offset(&self.topic, 0, next.map_or(Offset::Beginning, Offset::Offset))?;
-            tail.assign(&assignment)?;
-            Ok(tail)
-        });
-        let tail = match tail {
+        let tail = match log_consumer(&brokers, &self.topic, next.map_or(Offset::Beginning, Offset::Offset), &settings)
+        {
             Ok(tail) => {
                 drop(start);
                 tail
