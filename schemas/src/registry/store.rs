@@ -126,17 +126,22 @@ impl LogStore {
 
     /// Waits until every record that was in the topic when this was called is applied.
     pub async fn catch_up(&self) -> Result<(), RegistryError> {
-        // Asked through the producer's connection: the idle reader's is
-        // held by its long fetch, and a broker may answer requests on one
-        // connection in order (tansu 0.6 does).
+        let high = self.high_watermark(Duration::from_secs(10)).await?;
+        self.wait_applied(high - 1).await
+    }
+
+    /// The log's high watermark. Asked through the producer's connection:
+    /// the idle reader's is held by its long fetch, and a broker may answer
+    /// requests on one connection in order (tansu 0.6 does). On a blocking
+    /// thread, as the client waits for the broker's answer.
+    async fn high_watermark(&self, timeout: Duration) -> Result<i64, RegistryError> {
         let producer = self.producer.clone();
         let topic = self.topic.clone();
-        let (_, high) =
-            tokio::task::spawn_blocking(move || producer.client().fetch_watermarks(&topic, 0, Duration::from_secs(10)))
-                .await
-                .map_err(store_error)?
-                .map_err(store_error)?;
-        self.wait_applied(high - 1).await
+        let (_, high) = tokio::task::spawn_blocking(move || producer.client().fetch_watermarks(&topic, 0, timeout))
+            .await
+            .map_err(store_error)?
+            .map_err(store_error)?;
+        Ok(high)
     }
 
     /// Waits until the record at `offset` is applied.
@@ -245,7 +250,7 @@ impl LogStore {
             next = message.offset() + 1;
             drop(message);
             position.send_replace(next);
-            if !needs_repair.is_empty() && self.at_end(next) {
+            if !needs_repair.is_empty() && self.at_end(next).await {
                 for (_, value) in needs_repair.drain() {
                     if let Err(error) = self.append_schema(&value).await {
                         tracing::warn!(%error, subject = %value.subject, version = value.version, "could not repair the schemas log; will retry when the key is rejected again");
@@ -270,10 +275,7 @@ impl LogStore {
 
     /// Repairs wait until the reader has caught up with the log, so that a
     /// repair already written later in the log is seen first.
-    fn at_end(&self, next: i64) -> bool {
-        match self.producer.client().fetch_watermarks(&self.topic, 0, Duration::from_secs(5)) {
-            Ok((_, high)) => next >= high,
-            Err(_) => false,
-        }
+    async fn at_end(&self, next: i64) -> bool {
+        self.high_watermark(Duration::from_secs(5)).await.is_ok_and(|high| next >= high)
     }
 }
