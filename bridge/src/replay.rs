@@ -9,7 +9,7 @@
 use crate::app::{App, Ingested};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::time::Duration;
@@ -37,31 +37,45 @@ fn header(message: &impl Message, name: &str) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
+/// How long the replay waits for the next dead letter before it calls the
+/// topic stuck.
+const STALL: Duration = Duration::from_secs(5);
+
+/// Past each partition's high watermark, how long the replay waits for more
+/// of what the consumer has already fetched. A broker that gives the high
+/// watermark as the last record batch's first offset + 1 (tansu 0.6 does)
+/// puts the rest of that batch beyond it, fetched with the batch.
+const PAST_THE_END: Duration = Duration::from_millis(10);
+
 /// Replays every record on the dead-letter topic up to its end as it stands
-/// now, calling `progress(done, total)` after each.
+/// now, calling `progress(done, total)` after each (`total` an estimate).
 pub async fn replay(app: &App, mut progress: impl FnMut(u64, u64)) -> anyhow::Result<ReplayReport> {
     let topic = app.config.kafka.dead_letter_topic.clone();
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &app.config.kafka.brokers)
         .set("group.id", "bridge-replay")
         .set("enable.auto.commit", "false")
         .create()?;
-    let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .unwrap_or_default();
     let mut ends = std::collections::HashMap::new();
     let mut total = 0u64;
     let mut assignment = TopicPartitionList::new();
-    for partition in &partitions {
-        let (low, high) = consumer.fetch_watermarks(&topic, *partition, Duration::from_secs(10))?;
+    let watermarks = {
+        let (consumer, topic) = (&consumer, topic.as_str());
+        tokio::task::block_in_place(move || -> rdkafka::error::KafkaResult<Vec<(i32, i64, i64)>> {
+            let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+            let partitions = metadata.topics().iter().filter(|t| t.name() == topic).flat_map(|t| t.partitions());
+            partitions
+                .map(|p| {
+                    consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).map(|(lo, hi)| (p.id(), lo, hi))
+                })
+                .collect()
+        })?
+    };
+    for (partition, low, high) in watermarks {
         if high > low {
-            ends.insert(*partition, high);
+            ends.insert(partition, high);
             total += (high - low) as u64;
-            assignment.add_partition_offset(&topic, *partition, Offset::Offset(low))?;
+            assignment.add_partition_offset(&topic, partition, Offset::Offset(low))?;
         }
     }
     let mut report = ReplayReport::default();
@@ -69,13 +83,16 @@ pub async fn replay(app: &App, mut progress: impl FnMut(u64, u64)) -> anyhow::Re
         return Ok(report);
     }
     consumer.assign(&assignment)?;
-    while !ends.is_empty() {
-        let Some(message) = consumer.poll(Duration::from_secs(5)) else {
-            anyhow::bail!("the dead-letter topic stopped answering after {} of {total} records", report.read);
+    loop {
+        let wait = if ends.is_empty() { PAST_THE_END } else { STALL };
+        let message = match tokio::time::timeout(wait, consumer.recv()).await {
+            Ok(message) => message?,
+            Err(_) if ends.is_empty() => break,
+            Err(_) => anyhow::bail!("the dead-letter topic stopped answering after {} of {total} records", report.read),
         };
-        let message = message?;
         report.read += 1;
-        if message.offset() + 1 >= ends.get(&message.partition()).copied().unwrap_or(0) {
+        total = total.max(report.read);
+        if ends.get(&message.partition()).is_some_and(|end| message.offset() + 1 >= *end) {
             ends.remove(&message.partition());
         }
         let Some(source) = header(&message, "source").filter(|s| app.sources.contains_key(s)) else {
@@ -94,6 +111,7 @@ pub async fn replay(app: &App, mut progress: impl FnMut(u64, u64)) -> anyhow::Re
             }
         }
         let body = Bytes::copy_from_slice(message.payload().unwrap_or_default());
+        drop(message);
         match app.ingest_internal_outcome(&source, &headers, body, "replay").await {
             Ok(Ingested::Produced) => report.repaired += 1,
             Ok(Ingested::Duplicate) => report.already_repaired += 1,

@@ -5,6 +5,9 @@ mod support;
 
 use apache_avro::types::Value as Avro;
 use bridge::verify::Algorithm;
+use rdkafka::ClientConfig;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 use support::*;
 
@@ -90,5 +93,68 @@ async fn replay_after_a_new_schema_version_repairs_what_now_fits() {
     let summary = tokio::task::spawn_blocking(move || run_replay(&config)).await.expect("join");
     assert!(summary.contains("repaired 0, already repaired 1, still unusable 1"), "{summary}");
     assert_eq!(stack.count(topic), 2);
+    let _ = std::fs::remove_dir_all(&catalog);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_reads_the_whole_last_record_batch_of_the_dead_letter_topic() {
+    let catalog = std::env::temp_dir().join(format!("replay-catalog-{}", uuid::Uuid::new_v4().simple()));
+    let event_dir = catalog.join("generic/widget.made");
+    std::fs::create_dir_all(&event_dir).expect("dir");
+    std::fs::write(event_dir.join("v1.avsc"), widget_schema(false).to_string()).expect("v1");
+    let stack = Stack::start_with_catalog("", &catalog).await;
+    let misfit = br#"{"event":"widget.made","widget":{"id":"w1"}}"#.to_vec();
+    let (status, answer, _) = stack.post("acme", &acme_headers(&misfit, "d-0"), misfit).await;
+    assert_eq!((status, answer["stage"].as_str()), (202, Some("transcode")), "{answer}");
+
+    // 29 more dead letters of other deliveries, as the bridge writes them
+    // under load: enqueued at once and lingered on, so that the broker
+    // stores them as one record batch (tansu 0.6 then gives the topic's high
+    // watermark as that batch's first offset + 1).
+    let dead_letter = stack.records("webhooks.dead-letter", 1).remove(0);
+    let original: serde_json::Value =
+        serde_json::from_str(&header(&dead_letter, "original_headers").expect("original headers")).expect("json");
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", stack.broker.bootstrap())
+        .set("linger.ms", "100")
+        .create()
+        .expect("producer");
+    let mut acks = Vec::new();
+    for n in 1..30 {
+        let delivery = format!("d-{n}");
+        let mut headers = original.clone();
+        headers["x-acme-delivery"] = json!(delivery);
+        let mut record_headers = OwnedHeaders::new();
+        for h in dead_letter.headers().expect("headers").iter() {
+            let value = match h.key {
+                "original_headers" => headers.to_string().into_bytes(),
+                "delivery_id" => delivery.clone().into_bytes(),
+                _ => h.value.unwrap_or_default().to_vec(),
+            };
+            record_headers = record_headers.insert(Header { key: h.key, value: Some(&value) });
+        }
+        let record = FutureRecord::<str, [u8]>::to("webhooks.dead-letter")
+            .key(&delivery)
+            .payload(dead_letter.payload().expect("body"))
+            .headers(record_headers);
+        acks.push(producer.send_result(record).map_err(|(error, _)| error).expect("enqueued"));
+    }
+    for ack in acks {
+        ack.await.expect("delivery report").expect("acknowledged");
+    }
+
+    std::fs::write(event_dir.join("v2.avsc"), widget_schema(true).to_string()).expect("v2");
+    let config = stack.dir().join("bridge.toml");
+    let summary = tokio::task::spawn_blocking(move || run_replay(&config)).await.expect("join");
+    assert!(summary.contains("read 30, repaired 30, already repaired 0, still unusable 0"), "{summary}");
+    let repaired = stack.records("webhooks.acme.widget.made", 30);
+    let decoder = stack.decoder();
+    let mut deliveries = std::collections::BTreeSet::new();
+    for record in &repaired {
+        let decoded = decoder.decode(rdkafka::message::Message::payload(record)).await.expect("decodes").value;
+        assert_eq!(string(field(&decoded, "origin")), "replay");
+        deliveries.insert(string(field(&decoded, "delivery_id")).to_owned());
+    }
+    assert_eq!(deliveries, (0..30).map(|n| format!("d-{n}")).collect());
     let _ = std::fs::remove_dir_all(&catalog);
 }
