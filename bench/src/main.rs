@@ -61,6 +61,10 @@ struct Cli {
     /// small one shows memory levelling off once the view is full.
     #[arg(long)]
     dedup_max_deliveries: Option<usize>,
+    /// The open-loop rate, requests per second, instead of half the
+    /// bridge's peak: to compare two builds or settings at the same load.
+    #[arg(long)]
+    open_loop_rate: Option<f64>,
     /// Run as the HTTP-limit server on this address (used by the bench itself).
     #[arg(long, hide = true)]
     http_limit_server: Option<String>,
@@ -635,19 +639,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 
     // Half of the bridge's median peak at `narrow` connections, open loop.
-    let half_rate =
-        median(runs.iter().filter(|r| r.name == BRIDGE && r.concurrency == narrow).map(|r| r.per_second)) / 2.0;
+    let half_rate = cli.open_loop_rate.unwrap_or_else(|| {
+        median(runs.iter().filter(|r| r.name == BRIDGE && r.concurrency == narrow).map(|r| r.per_second)) / 2.0
+    });
     // Ten seconds of it, whatever --requests says: a p99 over a run of two
     // or three seconds missed the broker's slower moments.
     let half_count = ((half_rate * 10.0) as usize).max(1000);
     eprintln!("▶ bridge at half its peak rate ({half_rate:.0}/s)");
     let metrics_url = bridge.url.replace("/webhooks/stripe", "/metrics");
     let histograms_before = BridgeHistograms::parse(&scrape(&metrics_url).await);
-    let half = open_loop(&bridge.url, events.take(half_count), half_rate).await;
+    let (half, ticks) = ticks_during(bridge.pid(), open_loop(&bridge.url, events.take(half_count), half_rate)).await;
     let metrics_after = scrape(&metrics_url).await;
     let half_split = BridgeHistograms::parse(&metrics_after).since(&histograms_before).line();
     let dedup_view = dedup_view_line(&metrics_after, bridge.pid(), narrow);
-    runs.push(half.row("bridge at half of peak (open loop)", half_count));
+    runs.push(Measured {
+        cpu_us_per_request: Some(cpu_us(ticks, half_count)),
+        ..half.row("bridge at half of peak (open loop)", half_count)
+    });
     if let Some(limits) = &limits {
         // The broker's own latency at that load, each record acknowledged
         // from its scheduled send; then the latency the load generator adds
