@@ -33,6 +33,23 @@ fn widget_schema(colour_optional: bool) -> serde_json::Value {
     ]})
 }
 
+/// A catalog holding v1 of `generic/widget.made` (colour required), and the
+/// event's directory, where a test adds v2.
+fn widget_catalog() -> (std::path::PathBuf, std::path::PathBuf) {
+    let catalog = std::env::temp_dir().join(format!("replay-catalog-{}", uuid::Uuid::new_v4().simple()));
+    let event_dir = catalog.join("generic/widget.made");
+    std::fs::create_dir_all(&event_dir).expect("dir");
+    std::fs::write(event_dir.join("v1.avsc"), widget_schema(false).to_string()).expect("v1");
+    (catalog, event_dir)
+}
+
+/// Posts a widget without a colour, which v1 dead-letters at the transcode stage.
+async fn post_misfit(stack: &Stack, delivery: &str) {
+    let misfit = br#"{"event":"widget.made","widget":{"id":"w1"}}"#.to_vec();
+    let (status, answer, _) = stack.post("acme", &acme_headers(&misfit, delivery), misfit).await;
+    assert_eq!((status, answer["stage"].as_str()), (202, Some("transcode")), "{answer}");
+}
+
 fn run_replay(config: &std::path::Path) -> String {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_bridge-replay"))
         .arg("--config")
@@ -45,15 +62,10 @@ fn run_replay(config: &std::path::Path) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn replay_after_a_new_schema_version_repairs_what_now_fits() {
-    let catalog = std::env::temp_dir().join(format!("replay-catalog-{}", uuid::Uuid::new_v4().simple()));
-    let event_dir = catalog.join("generic/widget.made");
-    std::fs::create_dir_all(&event_dir).expect("dir");
-    std::fs::write(event_dir.join("v1.avsc"), widget_schema(false).to_string()).expect("v1");
+    let (catalog, event_dir) = widget_catalog();
     let stack = Stack::start_with_catalog("", &catalog).await;
 
-    let misfit = br#"{"event":"widget.made","widget":{"id":"w1"}}"#.to_vec();
-    let (status, answer, _) = stack.post("acme", &acme_headers(&misfit, "d-misfit"), misfit).await;
-    assert_eq!((status, answer["stage"].as_str()), (202, Some("transcode")), "{answer}");
+    post_misfit(&stack, "d-misfit").await;
     let garbage = b"not json".to_vec();
     let (status, _, _) = stack.post("acme", &acme_headers(&garbage, "d-garbage"), garbage).await;
     assert_eq!(status, 202);
@@ -98,14 +110,9 @@ async fn replay_after_a_new_schema_version_repairs_what_now_fits() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn replay_reads_the_whole_last_record_batch_of_the_dead_letter_topic() {
-    let catalog = std::env::temp_dir().join(format!("replay-catalog-{}", uuid::Uuid::new_v4().simple()));
-    let event_dir = catalog.join("generic/widget.made");
-    std::fs::create_dir_all(&event_dir).expect("dir");
-    std::fs::write(event_dir.join("v1.avsc"), widget_schema(false).to_string()).expect("v1");
+    let (catalog, event_dir) = widget_catalog();
     let stack = Stack::start_with_catalog("", &catalog).await;
-    let misfit = br#"{"event":"widget.made","widget":{"id":"w1"}}"#.to_vec();
-    let (status, answer, _) = stack.post("acme", &acme_headers(&misfit, "d-0"), misfit).await;
-    assert_eq!((status, answer["stage"].as_str()), (202, Some("transcode")), "{answer}");
+    post_misfit(&stack, "d-0").await;
 
     // 29 more dead letters of other deliveries, as the bridge writes them
     // under load: enqueued at once and lingered on, so that the broker
