@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What a replay did.
@@ -51,26 +52,30 @@ const PAST_THE_END: Duration = Duration::from_millis(10);
 /// now, calling `progress(done, total)` after each (`total` an estimate).
 pub async fn replay(app: &App, mut progress: impl FnMut(u64, u64)) -> anyhow::Result<ReplayReport> {
     let topic = app.config.kafka.dead_letter_topic.clone();
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &app.config.kafka.brokers)
-        .set("group.id", "bridge-replay")
-        .set("enable.auto.commit", "false")
-        .create()?;
+    let consumer: Arc<StreamConsumer> = Arc::new(
+        ClientConfig::new()
+            .set("bootstrap.servers", &app.config.kafka.brokers)
+            .set("group.id", "bridge-replay")
+            .set("enable.auto.commit", "false")
+            .create()?,
+    );
     let mut ends = std::collections::HashMap::new();
     let mut total = 0u64;
     let mut assignment = TopicPartitionList::new();
-    let watermarks = {
-        let (consumer, topic) = (&consumer, topic.as_str());
-        tokio::task::block_in_place(move || -> rdkafka::error::KafkaResult<Vec<(i32, i64, i64)>> {
-            let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    // The client waits for the broker's answers: on a blocking thread.
+    let watermarks = tokio::task::spawn_blocking({
+        let (consumer, topic) = (consumer.clone(), topic.clone());
+        move || -> rdkafka::error::KafkaResult<Vec<(i32, i64, i64)>> {
+            let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
             let partitions = metadata.topics().iter().filter(|t| t.name() == topic).flat_map(|t| t.partitions());
             partitions
                 .map(|p| {
-                    consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).map(|(lo, hi)| (p.id(), lo, hi))
+                    consumer.fetch_watermarks(&topic, p.id(), Duration::from_secs(10)).map(|(lo, hi)| (p.id(), lo, hi))
                 })
                 .collect()
-        })?
-    };
+        }
+    })
+    .await??;
     for (partition, low, high) in watermarks {
         if high > low {
             ends.insert(partition, high);

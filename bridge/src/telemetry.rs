@@ -109,7 +109,8 @@ const STAGE_SPANS: [&str; 3] = ["verify", "transcode", "produce"];
 /// a stage still carries the request span's fields (source, delivery id)
 /// and says itself what failed. When traces are not exported no layer
 /// wants the stage spans, so they are not even opened: three spans fewer
-/// per webhook, ≈ 4 µs of CPU at the default `info` (BENCHMARKS.md).
+/// per webhook, which made the default `info` cost no more CPU than `warn`
+/// (BENCHMARKS.md, 2026-11-25).
 fn without_stage_spans<S>(filter: EnvFilter) -> impl tracing_subscriber::layer::Filter<S>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
