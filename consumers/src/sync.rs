@@ -11,7 +11,9 @@
 //!   `pull_request.updated_at`. Two events with the same value: the first
 //!   applied stays.
 //!
-//! Effects and offsets commit together ([`crate::runner`]): exactly-once effect.
+//! Each event is one statement: the entity's upsert runs within the
+//! event's insert, only if the event was new. Effects and offsets commit
+//! together ([`crate::runner`]): exactly-once effect.
 
 use crate::record::Decoded;
 use crate::runner::Effect;
@@ -64,19 +66,35 @@ pub fn entity_of(record: &Decoded) -> Option<(&'static str, String)> {
     }
 }
 
-impl Effect for Sync {
-    fn name(&self) -> &'static str {
-        "sync"
-    }
-
-    async fn apply(&self, tx: &mut PgConnection, record: &Decoded) -> anyhow::Result<()> {
-        let entity = entity_of(record);
-        let inserted = sqlx::query(
-            r#"INSERT INTO webhook_events (source, delivery_id, event_type, provider, schema_id, schema_version, origin,
-                   received_at, occurred_at, topic, "partition", "offset", entity_type, entity_id, payload)
-               VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)
-               ON CONFLICT (source, delivery_id) DO NOTHING"#,
+/// Inserts the event (once per source and delivery id) and runs the entity
+/// statement that follows only if the event was new: one statement, one
+/// round trip to PostgreSQL per event. The event's values are `$1`–`$15`;
+/// the entity's start at `$16`.
+macro_rules! after_a_new_event {
+    ($entity:literal) => {
+        concat!(
+            r#"WITH event AS (
+                 INSERT INTO webhook_events (source, delivery_id, event_type, provider, schema_id, schema_version, origin,
+                     received_at, occurred_at, topic, "partition", "offset", entity_type, entity_id, payload)
+                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)
+                 ON CONFLICT (source, delivery_id) DO NOTHING
+                 RETURNING 1)
+               "#,
+            $entity
         )
+    };
+}
+
+type Statement<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds the event's values (`$1`–`$15` of `after_a_new_event!`).
+fn bind_event<'q>(
+    statement: Statement<'q>,
+    record: &'q Decoded,
+    entity: Option<(&'static str, String)>,
+) -> Statement<'q> {
+    let (entity_type, entity_id) = entity.unzip();
+    statement
         .bind(record.text("/source").unwrap_or_default())
         .bind(record.text("/delivery_id").unwrap_or_default())
         .bind(record.text("/event_type").unwrap_or_default())
@@ -89,98 +107,95 @@ impl Effect for Sync {
         .bind(&record.topic)
         .bind(record.partition)
         .bind(record.offset)
-        .bind(entity.as_ref().map(|(kind, _)| *kind))
-        .bind(entity.as_ref().map(|(_, id)| id.as_str()))
+        .bind(entity_type)
+        .bind(entity_id)
         .bind(record.payload().map(|p| p.into_owned()).unwrap_or(Value::Null))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            return Ok(()); // a copy of an event already applied
-        }
-        apply_entity(tx, record).await
+}
+
+impl Effect for Sync {
+    fn name(&self) -> &'static str {
+        "sync"
+    }
+
+    async fn apply(&self, tx: &mut PgConnection, record: &Decoded) -> anyhow::Result<()> {
+        let event = |sql| bind_event(sqlx::query(sql), record, entity_of(record));
+        let statement =
+            entity_statement(record, event).unwrap_or_else(|| event(after_a_new_event!("SELECT 1 FROM event")));
+        statement.execute(&mut *tx).await?;
+        Ok(())
     }
 }
 
-async fn apply_entity(tx: &mut PgConnection, record: &Decoded) -> anyhow::Result<()> {
-    let Some(payload) = record.payload() else { return Ok(()) };
+/// The event's statement with the upsert of the entity it changes, if it
+/// changes one the sync keeps (`event` binds the event's values to a statement).
+fn entity_statement<'q>(record: &'q Decoded, event: impl Fn(&'static str) -> Statement<'q>) -> Option<Statement<'q>> {
+    let payload = record.payload()?;
     let payload = payload.as_ref();
     let delivery = record.text("/delivery_id").unwrap_or_default();
     let event_type = record.text("/event_type").unwrap_or_default();
-    match record.provider() {
+    let statement = match record.provider() {
         Some("stripe") => {
             let object = |p: &str| s(payload, &format!("/data/object{p}"));
             let version = time(i(payload, "/created")).unwrap_or_else(Utc::now);
             match object("/object").as_deref() {
-                Some("payment_intent") => {
-                    sqlx::query(
-                        r#"INSERT INTO payment_intents (id, amount, currency, status, customer, version_at, delivery_id)
-                           VALUES ($1,$2,$3,$4,$5,$6,$7)
-                           ON CONFLICT (id) DO UPDATE SET amount = EXCLUDED.amount, currency = EXCLUDED.currency,
-                               status = EXCLUDED.status, customer = EXCLUDED.customer,
-                               version_at = EXCLUDED.version_at, delivery_id = EXCLUDED.delivery_id
-                           WHERE payment_intents.version_at < EXCLUDED.version_at"#,
-                    )
-                    .bind(object("/id"))
-                    .bind(i(payload, "/data/object/amount"))
-                    .bind(object("/currency"))
-                    .bind(object("/status"))
-                    .bind(object("/customer"))
-                    .bind(version)
-                    .bind(delivery)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                Some("charge") => {
-                    sqlx::query(
-                        r#"INSERT INTO charges (id, amount, amount_refunded, currency, refunded, status, payment_intent, version_at, delivery_id)
-                           VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)
-                           ON CONFLICT (id) DO UPDATE SET amount = EXCLUDED.amount, amount_refunded = EXCLUDED.amount_refunded,
-                               currency = EXCLUDED.currency, refunded = EXCLUDED.refunded, status = EXCLUDED.status,
-                               payment_intent = EXCLUDED.payment_intent, version_at = EXCLUDED.version_at, delivery_id = EXCLUDED.delivery_id
-                           WHERE charges.version_at < EXCLUDED.version_at"#,
-                    )
-                    .bind(object("/id"))
-                    .bind(i(payload, "/data/object/amount"))
-                    .bind(i(payload, "/data/object/amount_refunded"))
-                    .bind(object("/currency"))
-                    .bind(payload.pointer("/data/object/refunded").and_then(Value::as_bool))
-                    .bind(object("/status"))
-                    .bind(object("/payment_intent"))
-                    .bind(version)
-                    .bind(delivery)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                Some("customer") => {
-                    sqlx::query(
-                        r#"INSERT INTO customers (id, email, name, phone, version_at, delivery_id) VALUES ($1,$2,$3,$4,$5,$6)
-                           ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email, name = EXCLUDED.name, phone = EXCLUDED.phone,
-                               version_at = EXCLUDED.version_at, delivery_id = EXCLUDED.delivery_id
-                           WHERE customers.version_at < EXCLUDED.version_at"#,
-                    )
-                    .bind(object("/id"))
-                    .bind(object("/email"))
-                    .bind(object("/name"))
-                    .bind(object("/phone"))
-                    .bind(version)
-                    .bind(delivery)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                _ => {}
+                Some("payment_intent") => event(after_a_new_event!(
+                    r#"INSERT INTO payment_intents (id, amount, currency, status, customer, version_at, delivery_id)
+                       SELECT $16,$17,$18,$19,$20,$21,$22 WHERE EXISTS (SELECT 1 FROM event)
+                       ON CONFLICT (id) DO UPDATE SET amount = EXCLUDED.amount, currency = EXCLUDED.currency,
+                           status = EXCLUDED.status, customer = EXCLUDED.customer,
+                           version_at = EXCLUDED.version_at, delivery_id = EXCLUDED.delivery_id
+                       WHERE payment_intents.version_at < EXCLUDED.version_at"#
+                ))
+                .bind(object("/id"))
+                .bind(i(payload, "/data/object/amount"))
+                .bind(object("/currency"))
+                .bind(object("/status"))
+                .bind(object("/customer"))
+                .bind(version)
+                .bind(delivery),
+                Some("charge") => event(after_a_new_event!(
+                    r#"INSERT INTO charges (id, amount, amount_refunded, currency, refunded, status, payment_intent, version_at, delivery_id)
+                       SELECT $16,$17,$18,$19,$20,$21,$22,$23,$24 WHERE EXISTS (SELECT 1 FROM event)
+                       ON CONFLICT (id) DO UPDATE SET amount = EXCLUDED.amount, amount_refunded = EXCLUDED.amount_refunded,
+                           currency = EXCLUDED.currency, refunded = EXCLUDED.refunded, status = EXCLUDED.status,
+                           payment_intent = EXCLUDED.payment_intent, version_at = EXCLUDED.version_at, delivery_id = EXCLUDED.delivery_id
+                       WHERE charges.version_at < EXCLUDED.version_at"#
+                ))
+                .bind(object("/id"))
+                .bind(i(payload, "/data/object/amount"))
+                .bind(i(payload, "/data/object/amount_refunded"))
+                .bind(object("/currency"))
+                .bind(payload.pointer("/data/object/refunded").and_then(Value::as_bool))
+                .bind(object("/status"))
+                .bind(object("/payment_intent"))
+                .bind(version)
+                .bind(delivery),
+                Some("customer") => event(after_a_new_event!(
+                    r#"INSERT INTO customers (id, email, name, phone, version_at, delivery_id)
+                       SELECT $16,$17,$18,$19,$20,$21 WHERE EXISTS (SELECT 1 FROM event)
+                       ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email, name = EXCLUDED.name, phone = EXCLUDED.phone,
+                           version_at = EXCLUDED.version_at, delivery_id = EXCLUDED.delivery_id
+                       WHERE customers.version_at < EXCLUDED.version_at"#
+                ))
+                .bind(object("/id"))
+                .bind(object("/email"))
+                .bind(object("/name"))
+                .bind(object("/phone"))
+                .bind(version)
+                .bind(delivery),
+                _ => return None,
             }
         }
         Some("shopify") if event_type.starts_with("orders/") => {
             let version = time(i(payload, "/updated_at")).unwrap_or_else(Utc::now);
-            sqlx::query(
+            event(after_a_new_event!(
                 r#"INSERT INTO orders (id, name, email, currency, total_price, financial_status, version_at, delivery_id)
-                   VALUES ($1,$2,$3,$4,$5::numeric,$6,$7,$8)
+                   SELECT $16,$17,$18,$19,$20::numeric,$21,$22,$23 WHERE EXISTS (SELECT 1 FROM event)
                    ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, email = EXCLUDED.email, currency = EXCLUDED.currency,
                        total_price = EXCLUDED.total_price, financial_status = EXCLUDED.financial_status,
                        version_at = EXCLUDED.version_at, delivery_id = EXCLUDED.delivery_id
-                   WHERE orders.version_at < EXCLUDED.version_at"#,
-            )
+                   WHERE orders.version_at < EXCLUDED.version_at"#
+            ))
             .bind(s(payload, "/id"))
             .bind(s(payload, "/name"))
             .bind(s(payload, "/email"))
@@ -189,18 +204,16 @@ async fn apply_entity(tx: &mut PgConnection, record: &Decoded) -> anyhow::Result
             .bind(s(payload, "/financial_status"))
             .bind(version)
             .bind(delivery)
-            .execute(&mut *tx)
-            .await?;
         }
         Some("github") if event_type.starts_with("pull_request") => {
             let version = time(i(payload, "/pull_request/updated_at")).unwrap_or_else(Utc::now);
-            sqlx::query(
+            event(after_a_new_event!(
                 r#"INSERT INTO pull_requests (repository, number, title, state, merged, version_at, delivery_id)
-                   VALUES ($1,$2,$3,$4,$5,$6,$7)
+                   SELECT $16,$17,$18,$19,$20,$21,$22 WHERE EXISTS (SELECT 1 FROM event)
                    ON CONFLICT (repository, number) DO UPDATE SET title = EXCLUDED.title, state = EXCLUDED.state,
                        merged = EXCLUDED.merged, version_at = EXCLUDED.version_at, delivery_id = EXCLUDED.delivery_id
-                   WHERE pull_requests.version_at < EXCLUDED.version_at"#,
-            )
+                   WHERE pull_requests.version_at < EXCLUDED.version_at"#
+            ))
             .bind(s(payload, "/repository/full_name"))
             .bind(i(payload, "/pull_request/number"))
             .bind(s(payload, "/pull_request/title"))
@@ -208,10 +221,8 @@ async fn apply_entity(tx: &mut PgConnection, record: &Decoded) -> anyhow::Result
             .bind(payload.pointer("/pull_request/merged").and_then(Value::as_bool))
             .bind(version)
             .bind(delivery)
-            .execute(&mut *tx)
-            .await?;
         }
-        _ => {}
-    }
-    Ok(())
+        _ => return None,
+    };
+    Some(statement)
 }
