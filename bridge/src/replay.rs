@@ -42,12 +42,6 @@ fn header(message: &impl Message, name: &str) -> Option<String> {
 /// topic stuck.
 const STALL: Duration = Duration::from_secs(5);
 
-/// Past each partition's high watermark, how long the replay waits for more
-/// of what the consumer has already fetched. A broker that gives the high
-/// watermark as the last record batch's first offset + 1 (tansu 0.6 does)
-/// puts the rest of that batch beyond it, fetched with the batch.
-const PAST_THE_END: Duration = Duration::from_millis(10);
-
 /// Replays every record on the dead-letter topic up to its end as it stands
 /// now, calling `progress(done, total)` after each (`total` an estimate).
 pub async fn replay(app: &App, mut progress: impl FnMut(u64, u64)) -> anyhow::Result<ReplayReport> {
@@ -89,11 +83,19 @@ pub async fn replay(app: &App, mut progress: impl FnMut(u64, u64)) -> anyhow::Re
     }
     consumer.assign(&assignment)?;
     loop {
-        let wait = if ends.is_empty() { PAST_THE_END } else { STALL };
-        let message = match tokio::time::timeout(wait, consumer.recv()).await {
-            Ok(message) => message?,
-            Err(_) if ends.is_empty() => break,
-            Err(_) => anyhow::bail!("the dead-letter topic stopped answering after {} of {total} records", report.read),
+        // Past every partition's high watermark, only what is already fetched.
+        let message = if ends.is_empty() {
+            match schemas::topics::already_fetched(&consumer).await {
+                Some(message) => message?,
+                None => break,
+            }
+        } else {
+            match tokio::time::timeout(STALL, consumer.recv()).await {
+                Ok(message) => message?,
+                Err(_) => {
+                    anyhow::bail!("the dead-letter topic stopped answering after {} of {total} records", report.read)
+                }
+            }
         };
         report.read += 1;
         total = total.max(report.read);

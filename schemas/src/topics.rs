@@ -1,4 +1,4 @@
-//! Creating Kafka topics through the admin API.
+//! Creating Kafka topics through the admin API, and reading one to its end.
 //!
 //! Brokers that do not create topics on first use (tansu 0.6, or Kafka with
 //! `auto.create.topics.enable=false`) need this before the first produce.
@@ -6,7 +6,9 @@
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::BorrowedMessage;
 use std::time::Duration;
 
 /// A topic could not be created.
@@ -47,4 +49,18 @@ pub async fn ensure_topic(
         }
     }
     Ok(())
+}
+
+/// How long a reader that has reached a partition's high watermark waits
+/// for more of what its consumer has already fetched. tansu 0.6 gives the
+/// high watermark as the last record batch's first offset + 1, so the rest
+/// of that batch lies beyond it; fetched with the batch, it is already
+/// queued and arrives at once.
+pub const PAST_THE_WATERMARK: Duration = Duration::from_millis(10);
+
+/// The next record `consumer` has already fetched, or `None` if none comes
+/// within [`PAST_THE_WATERMARK`]: to read a partition past its high
+/// watermark to the end of its last record batch.
+pub async fn already_fetched(consumer: &StreamConsumer) -> Option<KafkaResult<BorrowedMessage<'_>>> {
+    tokio::time::timeout(PAST_THE_WATERMARK, consumer.recv()).await.ok()
 }
