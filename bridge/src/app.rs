@@ -368,13 +368,16 @@ async fn receive(
         };
         let body = read_body(body, &app.config.server).await?;
         let received_at_ms = app.clock.now_ms();
-        let verified = tracing::info_span!("verify", webhook.provider = source.config.provider.catalog_name())
-            .in_scope(|| source.verify_request(&uri, &headers, body, received_at_ms / 1000))
-            .map_err(|error| {
-                app.metrics.forged(&source.name, error.label());
-                tracing::warn!(source = %source.name, reason = %error, "webhook refused");
-                AppError::Forged(error)
-            })?;
+        let verified = tracing::info_span!(
+            crate::telemetry::stage::VERIFY,
+            webhook.provider = source.config.provider.catalog_name()
+        )
+        .in_scope(|| source.verify_request(&uri, &headers, body, received_at_ms / 1000))
+        .map_err(|error| {
+            app.metrics.forged(&source.name, error.label());
+            tracing::warn!(source = %source.name, reason = %error, "webhook refused");
+            AppError::Forged(error)
+        })?;
         let delivery = Delivery { source, headers: &headers, verified: &verified, received_at_ms, origin: "webhook" };
         app.handle_verified(&delivery).await
     }
@@ -546,7 +549,8 @@ impl App {
         } else {
             json
         };
-        let transcoding = tracing::info_span!("transcode", webhook.schema_version = typed.version.version);
+        let transcoding =
+            tracing::info_span!(crate::telemetry::stage::TRANSCODE, webhook.schema_version = typed.version.version);
         let mut payload = Vec::with_capacity(body.len());
         if let Err(error) = transcoding.in_scope(|| typed.transcoder.encode(&payload_json, &mut payload)) {
             let reason = format!("does not fit {} v{}: {error}", typed.version.path.display(), typed.version.version);
@@ -589,7 +593,7 @@ impl App {
         };
         let record = frame_delivery(schema_id, &envelope, &payload);
         let producing = tracing::info_span!(
-            "produce",
+            crate::telemetry::stage::PRODUCE,
             otel.kind = "producer",
             messaging.system = "kafka",
             messaging.operation.type = "send",

@@ -101,9 +101,18 @@ pub fn init_with(
     Ok(Telemetry { provider })
 }
 
-/// The spans of a delivery's stages, opened by `bridge::app` inside its
-/// request span: they time the stages in a trace.
-const STAGE_SPANS: [&str; 3] = ["verify", "transcode", "produce"];
+/// The names of the spans of a delivery's stages, opened by `bridge::app`
+/// inside its request span: they time the stages in a trace.
+pub mod stage {
+    /// Verifying the signature.
+    pub const VERIFY: &str = "verify";
+    /// Transcoding the JSON into Avro.
+    pub const TRANSCODE: &str = "transcode";
+    /// Producing the record and waiting for its acknowledgement.
+    pub const PRODUCE: &str = "produce";
+}
+
+const STAGE_SPANS: [&str; 3] = [stage::VERIFY, stage::TRANSCODE, stage::PRODUCE];
 
 /// `filter` for the logs, less the stage spans. A log line written within
 /// a stage still carries the request span's fields (source, delivery id)

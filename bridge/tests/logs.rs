@@ -7,12 +7,13 @@ fn without_trace_export_the_stage_spans_are_not_opened_and_the_request_span_is()
     let request = tracing::info_span!(target: "bridge::app", "POST /webhooks/{source}", webhook.source = "stripe");
     assert!(!request.is_disabled(), "the request span gives log lines their context");
     let _in_request = request.enter();
-    for stage in [
-        tracing::info_span!(target: "bridge::app", "verify"),
-        tracing::info_span!(target: "bridge::app", "transcode"),
-        tracing::info_span!(target: "bridge::app", "produce"),
+    use bridge::telemetry::stage;
+    for span in [
+        tracing::info_span!(target: "bridge::app", stage::VERIFY),
+        tracing::info_span!(target: "bridge::app", stage::TRANSCODE),
+        tracing::info_span!(target: "bridge::app", stage::PRODUCE),
     ] {
-        assert!(stage.is_disabled(), "{stage:?} was opened, and nothing wants it");
+        assert!(span.is_disabled(), "{span:?} was opened, and nothing wants it");
     }
     let elsewhere = tracing::info_span!(target: "consumers::runner", "produce");
     assert!(!elsewhere.is_disabled(), "only the bridge's stages are left out");
