@@ -364,7 +364,17 @@ impl DeliveryLog {
         // deliveries took 47 s to read.
         let start = [("fetch.wait.max.ms", "10"), ("queued.max.messages.kbytes", "8192")];
         let consumer = log_consumer(brokers, topic, Offset::Beginning, &start)?;
-        let (low, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(10))?;
+        // The client waits for the broker's answer: on a blocking thread,
+        // not one of the runtime's workers.
+        let (consumer, watermarks) = tokio::task::spawn_blocking({
+            let topic = topic.to_owned();
+            move || {
+                let watermarks = consumer.fetch_watermarks(&topic, 0, Duration::from_secs(10));
+                (consumer, watermarks)
+            }
+        })
+        .await?;
+        let (low, high) = watermarks?;
         // Nothing to read when every record has expired (low = high > 0).
         let end = if low >= high { 0 } else { high };
         let log = Self {
