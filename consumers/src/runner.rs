@@ -37,6 +37,32 @@ pub trait Effect: Send + Sync {
         tx: &'a mut PgConnection,
         record: &'a Decoded,
     ) -> impl Future<Output = anyhow::Result<()>> + Send + 'a;
+
+    /// Applies a batch's records, in their order, with the same outcome as
+    /// applying each in turn. By default, one by one, each within its span.
+    fn apply_batch<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        records: &'a [Received],
+    ) -> impl Future<Output = anyhow::Result<()>> + Send + 'a {
+        use tracing::Instrument;
+        async move {
+            for received in records {
+                self.apply(&mut *tx, &received.record).instrument(received.span.clone()).await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A decoded record of a batch, and its `process` span (continuing the
+/// bridge's trace), which stays open until the batch commits.
+#[derive(Debug)]
+pub struct Received {
+    /// The record.
+    pub record: Decoded,
+    /// Its span.
+    pub span: tracing::Span,
 }
 
 /// Connects to PostgreSQL and runs the migrations.
@@ -308,10 +334,10 @@ async fn apply_batch<E: Effect>(
     let mut tx = pool.begin().await?;
     let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let mut outcome = BatchOutcome { received_at_ms: Vec::with_capacity(batch.len()), dead_lettered: 0 };
+    let mut records = Vec::with_capacity(batch.len());
     for message in batch {
         match decoder.decode(message).await {
             Ok(record) => {
-                use tracing::Instrument;
                 let span = tracing::info_span!(
                     "process",
                     otel.kind = "consumer",
@@ -324,8 +350,8 @@ async fn apply_batch<E: Effect>(
                     messaging.message.id = record.text("/delivery_id").unwrap_or_default(),
                 );
                 bridge::telemetry::continue_trace(&span, record.traceparent.as_deref(), None);
-                effect.apply(&mut tx, &record).instrument(span).await?;
                 outcome.received_at_ms.extend(record.int("/received_at"));
+                records.push(Received { record, span });
             }
             Err(DecodeError::Unavailable(reason)) => anyhow::bail!("{reason}"),
             Err(DecodeError::Undecodable(reason)) => {
@@ -336,6 +362,7 @@ async fn apply_batch<E: Effect>(
         }
         next.insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
     }
+    effect.apply_batch(&mut tx, &records).await?;
     for ((topic, partition), offset) in &next {
         sqlx::query(
             r#"INSERT INTO consumer_offsets (consumer, topic, "partition", next_offset) VALUES ($1, $2, $3, $4)

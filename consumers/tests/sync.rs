@@ -169,6 +169,82 @@ async fn a_consumer_killed_mid_batch_and_restarted_yields_the_same_database() {
     assert_eq!(consumed, 400, "stored offsets account for every record exactly once");
 }
 
+/// Every table the sync writes, as text, in key order.
+async fn tables(pool: &sqlx::PgPool) -> Vec<String> {
+    let mut out = Vec::new();
+    for query in [
+        r#"SELECT source, delivery_id, event_type, provider, schema_id, schema_version, origin, received_at, occurred_at,
+                  topic, "partition", "offset", entity_type, entity_id, payload FROM webhook_events"#,
+        "SELECT * FROM payment_intents",
+        "SELECT * FROM charges",
+        "SELECT * FROM customers",
+        "SELECT * FROM orders",
+        "SELECT * FROM pull_requests",
+    ] {
+        let rows: Vec<(String,)> = sqlx::query_as(&format!("SELECT t::text FROM ({query}) AS t ORDER BY 1"))
+            .fetch_all(pool)
+            .await
+            .expect(query);
+        out.extend(rows.into_iter().map(|(row,)| row));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_leaves_the_database_as_one_event_at_a_time_does() {
+    use consumers::runner::{Effect, Received};
+    let records = mixed_events(300);
+    let one_at_a_time = testbed::Database::create("sync_sequential").expect("database");
+    let sequential = consumers::runner::connect(&one_at_a_time.url).await.expect("connect");
+    for record in &records {
+        let mut tx = sequential.begin().await.expect("begin");
+        consumers::sync::Sync.apply(&mut tx, record).await.expect("apply");
+        tx.commit().await.expect("commit");
+    }
+    let batched = testbed::Database::create("sync_batched").expect("database");
+    let batch = consumers::runner::connect(&batched.url).await.expect("connect");
+    let received: Vec<Received> =
+        records.iter().map(|record| Received { record: record.clone(), span: tracing::Span::none() }).collect();
+    // One batch of 200, then the rest in batches of 7.
+    let (first, rest) = received.split_at(200);
+    for chunk in std::iter::once(first).chain(rest.chunks(7)) {
+        let mut tx = batch.begin().await.expect("begin");
+        consumers::sync::Sync.apply_batch(&mut tx, chunk).await.expect("apply batch");
+        tx.commit().await.expect("commit");
+    }
+
+    let expected = tables(&sequential).await;
+    assert_eq!(tables(&batch).await, expected);
+    // And the sequential outcome is the rule: per entity, the first of
+    // its latest events (among first copies of deliveries).
+    let mut seen = std::collections::HashSet::new();
+    let mut latest: std::collections::BTreeMap<String, (i64, String)> = Default::default();
+    for record in &records {
+        let delivery = (record.text("/source").expect("source"), record.text("/delivery_id").expect("delivery"));
+        if !seen.insert(delivery) || record.ce_type.as_deref() != Some("stripe.payment_intent.succeeded") {
+            continue;
+        }
+        let payload = record.payload().expect("payload");
+        let id = payload["data"]["object"]["id"].as_str().expect("id").to_owned();
+        let version = payload["created"].as_i64().expect("created");
+        let status = payload["data"]["object"]["status"].as_str().expect("status").to_owned();
+        if latest.get(&id).is_none_or(|(v, _)| version > *v) {
+            latest.insert(id, (version, status));
+        }
+    }
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, status FROM payment_intents ORDER BY id").fetch_all(&batch).await.expect("rows");
+    let rule: Vec<(String, String)> = latest.into_iter().map(|(id, (_, status))| (id, status)).collect();
+    assert_eq!(rows, rule);
+    let (events,): (i64,) = sqlx::query_as("SELECT count(*) FROM webhook_events").fetch_one(&batch).await.expect("n");
+    let deliveries: std::collections::HashSet<(&str, &str)> = records
+        .iter()
+        .map(|r| (r.text("/source").expect("source"), r.text("/delivery_id").expect("delivery")))
+        .collect();
+    assert_eq!(events, deliveries.len() as i64, "each delivery once");
+    assert!(events < 300, "the events include copies of deliveries");
+}
+
 fn bridge_records(stack: &Stack, topic: &str, count: usize) -> Vec<rdkafka::message::OwnedMessage> {
     testbed::read_records(&stack.broker.bootstrap(), topic, count, Duration::from_secs(15)).expect("records")
 }

@@ -181,3 +181,99 @@ pub fn payment_intent(id: &str, amount: i64, status: &str) -> Value {
         "status": status, "customer": "cus_1", "created": 1_763_799_000, "livemode": false, "metadata": {}
     })
 }
+
+/// One event as the sync reads it off a topic (what the decoder gives).
+fn decoded(n: i64, ce_type: &str, delivery: &str, payload: serde_json::Value) -> consumers::record::Decoded {
+    let (provider, event_type) = ce_type.split_once('.').expect("provider.event_type");
+    // A second apart (a few minutes in all); most sent by their provider
+    // up to a third of a second before.
+    let received_ms = 1_763_800_000_000i64 + n * 1000;
+    let occurred_ms = (n % 3 != 0).then_some(received_ms - (n % 50) * 7);
+    consumers::record::Decoded {
+        topic: format!("webhooks.{ce_type}"),
+        partition: 0,
+        offset: n,
+        schema_id: 1,
+        ce_type: Some(ce_type.to_owned()),
+        traceparent: None,
+        envelope: serde_json::json!({
+            "source": provider, "delivery_id": delivery, "event_type": event_type, "schema_version": 1,
+            "origin": "webhook", "received_at": received_ms, "occurred_at": occurred_ms, "payload": payload,
+        }),
+    }
+}
+
+/// `count` events over a few entities of every kind the sync keeps, with
+/// few distinct ordering values (many ties), copies of deliveries (some
+/// with another payload: the first copy counts) and events that change no
+/// entity. The same every time.
+pub fn mixed_events(count: i64) -> Vec<consumers::record::Decoded> {
+    let mut records = Vec::new();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |below: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % below) as i64
+    };
+    for n in 0..count {
+        let version = 1_000 + next(4);
+        // A copy's kind is mostly its original's: a later copy of the same
+        // delivery, with another ordering field and state.
+        let origin = if n > 10 && next(8) == 0 { next(n as u64) } else { n };
+        let delivery = format!("d{origin}");
+        let id = next(3);
+        let kind = if next(4) == 0 { next(7) } else { origin % 7 };
+        let record = match kind {
+            0 => decoded(
+                n,
+                "stripe.payment_intent.succeeded",
+                &delivery,
+                serde_json::json!({ "id": delivery, "created": version, "data": { "object": {
+                    "id": format!("pi_{id}"), "object": "payment_intent", "amount": n, "currency": "usd",
+                    "status": format!("s{n}"), "customer": "cus_1" } } }),
+            ),
+            1 => decoded(
+                n,
+                "stripe.charge.refunded",
+                &delivery,
+                serde_json::json!({ "id": delivery, "created": version, "data": { "object": {
+                    "id": format!("ch_{id}"), "object": "charge", "amount": 500, "amount_refunded": n,
+                    "currency": "eur", "refunded": n % 2 == 0, "status": "succeeded", "payment_intent": "pi_1" } } }),
+            ),
+            2 => decoded(
+                n,
+                "stripe.customer.updated",
+                &delivery,
+                serde_json::json!({ "id": delivery, "created": version, "data": { "object": {
+                    "id": format!("cus_{id}"), "object": "customer", "email": format!("{n}@example.com"),
+                    "name": null, "phone": "+1" } } }),
+            ),
+            3 => decoded(
+                n,
+                "shopify.orders/updated",
+                &delivery,
+                serde_json::json!({ "id": 820_000 + id, "name": format!("#{n}"), "email": "a@b.c", "currency": "EUR",
+                    "total_price": format!("{n}.50"), "financial_status": "paid", "updated_at": version }),
+            ),
+            4 => decoded(
+                n,
+                "github.pull_request",
+                &delivery,
+                serde_json::json!({ "repository": { "full_name": "acme/api" }, "pull_request": {
+                    "number": id, "title": format!("t{n}"), "state": "open", "merged": false, "updated_at": version } }),
+            ),
+            5 => decoded(
+                n,
+                "stripe.invoice.paid",
+                &delivery,
+                serde_json::json!({ "id": delivery, "created": version,
+                    "data": { "object": { "id": format!("in_{id}"), "object": "invoice" } } }),
+            ),
+            _ => decoded(n, "github.push", &delivery, serde_json::json!({ "ref": format!("refs/heads/b{n}") })),
+        };
+        records.push(record);
+    }
+
+    records
+}
