@@ -8,12 +8,15 @@
 //!   `received_at`) and bridge → consumer (`received_at` → processed), in
 //!   buckets 10 % wide, from which [`report`] reads p50/p90/p99.
 //!
-//! Effects and offsets commit together ([`crate::runner`]): exactly-once effect.
+//! A batch of records is two statements: the deliveries not counted before,
+//! then their sums added to the rollups. Effects and offsets commit
+//! together ([`crate::runner`]): exactly-once effect.
 
 use crate::record::Decoded;
-use crate::runner::Effect;
+use crate::runner::{Effect, Received};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use sqlx::{PgConnection, PgPool};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 /// The analytics consumer.
 #[derive(Debug, Default)]
@@ -47,78 +50,151 @@ pub fn amount_of(record: &Decoded) -> Option<(String, i64)> {
     }
 }
 
+/// A minute's rollup key: (minute, source, event type).
+type Key = (DateTime<Utc>, String, String);
+
+/// What a batch's new events add to the rollups, summed per key.
+#[derive(Debug, Default)]
+struct Rollup {
+    events: BTreeMap<Key, i64>,
+    entities: BTreeSet<(Key, String)>,
+    amounts: BTreeMap<(Key, String), i64>,
+    latency: BTreeMap<(Key, &'static str, i32), i64>,
+}
+
+impl Rollup {
+    fn add(&mut self, record: &Decoded, now_ms: i64) {
+        let received_ms = record.int("/received_at").unwrap_or_default();
+        let received = DateTime::from_timestamp_millis(received_ms).unwrap_or_else(Utc::now);
+        let minute = received.duration_trunc(TimeDelta::minutes(1)).unwrap_or(received);
+        let key: Key = (
+            minute,
+            record.text("/source").unwrap_or_default().to_owned(),
+            record.text("/event_type").unwrap_or_default().to_owned(),
+        );
+        *self.events.entry(key.clone()).or_default() += 1;
+        if let Some((_, entity)) = crate::sync::entity_of(record) {
+            self.entities.insert((key.clone(), entity));
+        }
+        if let Some((currency, amount)) = amount_of(record) {
+            *self.amounts.entry((key.clone(), currency)).or_default() += amount;
+        }
+        if let Some(occurred) = record.int("/occurred_at") {
+            *self
+                .latency
+                .entry((key.clone(), "provider_to_bridge", bucket((received_ms - occurred).max(0))))
+                .or_default() += 1;
+        }
+        *self.latency.entry((key, "bridge_to_consumer", bucket((now_ms - received_ms).max(0)))).or_default() += 1;
+    }
+
+    /// Adds the sums to the tables: one statement.
+    async fn write(self, tx: &mut PgConnection) -> sqlx::Result<()> {
+        fn columns<'k>(keys: impl Iterator<Item = &'k Key>) -> (Vec<DateTime<Utc>>, Vec<&'k str>, Vec<&'k str>) {
+            let mut out = (Vec::new(), Vec::new(), Vec::new());
+            for (minute, source, event_type) in keys {
+                out.0.push(*minute);
+                out.1.push(source.as_str());
+                out.2.push(event_type.as_str());
+            }
+            out
+        }
+        let events = columns(self.events.keys());
+        let entities = columns(self.entities.iter().map(|(key, _)| key));
+        let amounts = columns(self.amounts.keys().map(|(key, _)| key));
+        let latency = columns(self.latency.keys().map(|(key, _, _)| key));
+        sqlx::query(
+            "WITH events AS (
+                 INSERT INTO rollup_counts (minute, source, event_type, events)
+                 SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::bigint[])
+                 ON CONFLICT (minute, source, event_type) DO UPDATE SET events = rollup_counts.events + EXCLUDED.events),
+             entities AS (
+                 INSERT INTO rollup_entities (minute, source, event_type, entity)
+                 SELECT * FROM unnest($5::timestamptz[], $6::text[], $7::text[], $8::text[])
+                 ON CONFLICT DO NOTHING),
+             amounts AS (
+                 INSERT INTO rollup_amounts (minute, source, event_type, currency, amount_minor)
+                 SELECT * FROM unnest($9::timestamptz[], $10::text[], $11::text[], $12::text[], $13::bigint[])
+                 ON CONFLICT (minute, source, event_type, currency)
+                 DO UPDATE SET amount_minor = rollup_amounts.amount_minor + EXCLUDED.amount_minor)
+             INSERT INTO rollup_latency (minute, source, event_type, stage, bucket, hits)
+             SELECT * FROM unnest($14::timestamptz[], $15::text[], $16::text[], $17::text[], $18::int[], $19::bigint[])
+             ON CONFLICT (minute, source, event_type, stage, bucket) DO UPDATE SET hits = rollup_latency.hits + EXCLUDED.hits",
+        )
+        .bind(events.0)
+        .bind(events.1)
+        .bind(events.2)
+        .bind(self.events.values().copied().collect::<Vec<_>>())
+        .bind(entities.0)
+        .bind(entities.1)
+        .bind(entities.2)
+        .bind(self.entities.iter().map(|(_, entity)| entity.as_str()).collect::<Vec<_>>())
+        .bind(amounts.0)
+        .bind(amounts.1)
+        .bind(amounts.2)
+        .bind(self.amounts.keys().map(|(_, currency)| currency.as_str()).collect::<Vec<_>>())
+        .bind(self.amounts.values().copied().collect::<Vec<_>>())
+        .bind(latency.0)
+        .bind(latency.1)
+        .bind(latency.2)
+        .bind(self.latency.keys().map(|(_, stage, _)| *stage).collect::<Vec<_>>())
+        .bind(self.latency.keys().map(|(_, _, bucket)| *bucket).collect::<Vec<_>>())
+        .bind(self.latency.values().copied().collect::<Vec<_>>())
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
+}
+
+impl Analytics {
+    /// Counts the events of `records` not counted before (the first copy of
+    /// each delivery): two statements, whatever their number.
+    async fn write<'r>(&self, tx: &mut PgConnection, records: impl Iterator<Item = &'r Decoded>) -> anyhow::Result<()> {
+        let delivery = |record: &'r Decoded| {
+            (record.text("/source").unwrap_or_default(), record.text("/delivery_id").unwrap_or_default())
+        };
+        let mut seen = HashSet::new();
+        let firsts: Vec<&Decoded> = records.filter(|record| seen.insert(delivery(record))).collect();
+        if firsts.is_empty() {
+            return Ok(());
+        }
+        let (sources, deliveries): (Vec<&str>, Vec<&str>) = firsts.iter().map(|record| delivery(record)).unzip();
+        let new: HashSet<(String, String)> = sqlx::query_as(
+            "INSERT INTO analytics_seen (source, delivery_id) SELECT * FROM unnest($1::text[], $2::text[])
+             ON CONFLICT DO NOTHING RETURNING source, delivery_id",
+        )
+        .bind(sources)
+        .bind(deliveries)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        let mut rollup = Rollup::default();
+        let now_ms = Utc::now().timestamp_millis();
+        for record in firsts {
+            let (source, delivery) = delivery(record);
+            if new.contains(&(source.to_owned(), delivery.to_owned())) {
+                rollup.add(record, now_ms);
+            }
+        }
+        if !rollup.events.is_empty() {
+            rollup.write(tx).await?;
+        }
+        Ok(())
+    }
+}
+
 impl Effect for Analytics {
     fn name(&self) -> &'static str {
         "analytics"
     }
 
     async fn apply(&self, tx: &mut PgConnection, record: &Decoded) -> anyhow::Result<()> {
-        let source = record.text("/source").unwrap_or_default();
-        let delivery = record.text("/delivery_id").unwrap_or_default();
-        let first =
-            sqlx::query("INSERT INTO analytics_seen (source, delivery_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                .bind(source)
-                .bind(delivery)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        if first == 0 {
-            return Ok(());
-        }
-        let event_type = record.text("/event_type").unwrap_or_default();
-        let received_ms = record.int("/received_at").unwrap_or_default();
-        let received = DateTime::from_timestamp_millis(received_ms).unwrap_or_else(Utc::now);
-        let minute = received.duration_trunc(TimeDelta::minutes(1)).unwrap_or(received);
-        sqlx::query(
-            "INSERT INTO rollup_counts (minute, source, event_type, events) VALUES ($1,$2,$3,1)
-             ON CONFLICT (minute, source, event_type) DO UPDATE SET events = rollup_counts.events + 1",
-        )
-        .bind(minute)
-        .bind(source)
-        .bind(event_type)
-        .execute(&mut *tx)
-        .await?;
-        if let Some((_, entity)) = crate::sync::entity_of(record) {
-            sqlx::query("INSERT INTO rollup_entities VALUES ($1,$2,$3,$4) ON CONFLICT DO NOTHING")
-                .bind(minute)
-                .bind(source)
-                .bind(event_type)
-                .bind(entity)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if let Some((currency, amount)) = amount_of(record) {
-            sqlx::query(
-                "INSERT INTO rollup_amounts VALUES ($1,$2,$3,$4,$5)
-                 ON CONFLICT (minute, source, event_type, currency) DO UPDATE SET amount_minor = rollup_amounts.amount_minor + EXCLUDED.amount_minor",
-            )
-            .bind(minute)
-            .bind(source)
-            .bind(event_type)
-            .bind(currency)
-            .bind(amount)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let now_ms = Utc::now().timestamp_millis();
-        let mut latencies = vec![("bridge_to_consumer", now_ms - received_ms)];
-        if let Some(occurred) = record.int("/occurred_at") {
-            latencies.push(("provider_to_bridge", received_ms - occurred));
-        }
-        for (stage, ms) in latencies {
-            sqlx::query(
-                "INSERT INTO rollup_latency VALUES ($1,$2,$3,$4,$5,1)
-                 ON CONFLICT (minute, source, event_type, stage, bucket) DO UPDATE SET hits = rollup_latency.hits + 1",
-            )
-            .bind(minute)
-            .bind(source)
-            .bind(event_type)
-            .bind(stage)
-            .bind(bucket(ms.max(0)))
-            .execute(&mut *tx)
-            .await?;
-        }
-        Ok(())
+        self.write(tx, std::iter::once(record)).await
+    }
+
+    async fn apply_batch(&self, tx: &mut PgConnection, records: &[Received]) -> anyhow::Result<()> {
+        self.write(tx, records.iter().map(|received| &received.record)).await
     }
 }
 
