@@ -9,7 +9,7 @@
 //! - the HTTP limit: an axum server that only answers 200;
 //! - a do-it-yourself Python receiver (Starlette + uvicorn, hmac, fastavro,
 //!   confluent-kafka), if `--python` names an interpreter that has them;
-//! - the sync consumer: events per second into PostgreSQL.
+//! - the sync and analytics consumers: events per second into PostgreSQL.
 //!
 //! Everything compared is started first and measured in rounds: each round
 //! runs every closed-loop scenario once, in turn, so that a ratio compares
@@ -704,14 +704,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     );
 
     if !cli.bridge_only {
-        eprintln!("▶ sync consumer: {} events into PostgreSQL", cli.consumer_events);
-        match consumer_bench(&brokers, &registry.url, topic, cli.consumer_events).await {
-            Ok((events, elapsed)) => println!(
-                "\nsync consumer: {events} events into PostgreSQL in {:.2} s = {:.0} events/s (batches of 500, one transaction each)",
-                elapsed.as_secs_f64(),
-                events as f64 / elapsed.as_secs_f64()
-            ),
-            Err(error) => println!("\nsync consumer: not measured ({error})"),
+        let events = cli.consumer_events;
+        let sync = consumer_bench(&brokers, &registry.url, topic, events, consumers::sync::Sync, APPLIED_BY_SYNC).await;
+        let analytics = consumer_bench(
+            &brokers,
+            &registry.url,
+            topic,
+            events,
+            consumers::analytics::Analytics,
+            APPLIED_BY_ANALYTICS,
+        )
+        .await;
+        println!();
+        for (name, measured) in [("sync", sync), ("analytics", analytics)] {
+            match measured {
+                Ok((events, elapsed)) => println!(
+                    "{name} consumer: {events} events into PostgreSQL in {:.2} s = {:.0} events/s (batches of 500, one transaction each)",
+                    elapsed.as_secs_f64(),
+                    events as f64 / elapsed.as_secs_f64()
+                ),
+                Err(error) => println!("{name} consumer: not measured ({error})"),
+            }
         }
     }
     registry.stop();
@@ -828,12 +841,22 @@ fn read_records(brokers: &str, topic: &str, max: usize) -> anyhow::Result<Vec<(V
         .collect())
 }
 
-async fn consumer_bench(
+/// The events the sync consumer has applied: one row each.
+const APPLIED_BY_SYNC: &str = "SELECT count(*) FROM webhook_events";
+/// The events the analytics consumer has applied: one count each.
+const APPLIED_BY_ANALYTICS: &str = "SELECT coalesce(sum(events), 0)::bigint FROM rollup_counts";
+
+/// A consumer's time to apply `events` of the bridge's records from `topic`
+/// into a fresh database, from its start until `applied` counts them all.
+async fn consumer_bench<E: consumers::runner::Effect + 'static>(
     brokers: &str,
     registry: &str,
     topic: &str,
     events: usize,
+    effect: E,
+    applied: &'static str,
 ) -> anyhow::Result<(usize, Duration)> {
+    eprintln!("▶ {} consumer: {events} events into PostgreSQL", effect.name());
     let name = format!("bench_{}", std::process::id());
     let admin = "postgres://postgres@127.0.0.1:5432/postgres";
     let pool = sqlx::PgPool::connect(admin).await?;
@@ -852,14 +875,14 @@ async fn consumer_bench(
         let runner = {
             let db = db.clone();
             tokio::spawn(async move {
-                consumers::runner::run(&config, &db, &consumers::sync::Sync, async {
+                consumers::runner::run(&config, &db, &effect, async {
                     let _ = stopped.await;
                 })
                 .await
             })
         };
         loop {
-            let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM webhook_events").fetch_one(&db).await?;
+            let (n,): (i64,) = sqlx::query_as(applied).fetch_one(&db).await?;
             if n as usize >= events {
                 break;
             }
