@@ -57,6 +57,10 @@ struct Cli {
     /// left out.
     #[arg(long)]
     bridge_only: bool,
+    /// Measure only the consumers, on `--consumer-events` records the
+    /// bridge produces first: a quicker run for trying a consumer change.
+    #[arg(long, conflicts_with = "bridge_only")]
+    consumers_only: bool,
     /// The bridges' `dedup.max_deliveries` (their default if not given): a
     /// small one shows memory levelling off once the view is full.
     #[arg(long)]
@@ -605,6 +609,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // turns: a ratio compares runs seconds apart, not minutes.
     eprintln!("▶ starting the bridge (two instances: {narrow} and {wide} connections) and what it is compared with");
     let bridge = start_bridge(&cli.bridge, &dir, "bridge", &|port| bridge_config(port, "bridge", "")).await?;
+    if cli.consumers_only {
+        closed_loop(&bridge.url, events.take(cli.consumer_events), narrow).await;
+        drop(bridge);
+        measure_consumers(&brokers, &registry.url, topic, cli.consumer_events).await;
+        registry.stop();
+        let _ = std::fs::remove_dir_all(&dir);
+        return Ok(());
+    }
     let wide_bridge = start_bridge(&cli.bridge, &dir, "wide", &|port| bridge_config(port, "wide", "")).await?;
     closed_loop(&bridge.url, events.take(WARM_UP), narrow).await;
     closed_loop(&wide_bridge.url, events.take(WARM_UP), wide).await;
@@ -704,28 +716,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     );
 
     if !cli.bridge_only {
-        let events = cli.consumer_events;
-        let sync = consumer_bench(&brokers, &registry.url, topic, events, consumers::sync::Sync, APPLIED_BY_SYNC).await;
-        let analytics = consumer_bench(
-            &brokers,
-            &registry.url,
-            topic,
-            events,
-            consumers::analytics::Analytics,
-            APPLIED_BY_ANALYTICS,
-        )
-        .await;
-        println!();
-        for (name, measured) in [("sync", sync), ("analytics", analytics)] {
-            match measured {
-                Ok((events, elapsed)) => println!(
-                    "{name} consumer: {events} events into PostgreSQL in {:.2} s = {:.0} events/s (batches of 500, one transaction each)",
-                    elapsed.as_secs_f64(),
-                    events as f64 / elapsed.as_secs_f64()
-                ),
-                Err(error) => println!("{name} consumer: not measured ({error})"),
-            }
-        }
+        measure_consumers(&brokers, &registry.url, topic, cli.consumer_events).await;
     }
     registry.stop();
     let _ = std::fs::remove_dir_all(&dir);
@@ -839,6 +830,25 @@ fn read_records(brokers: &str, topic: &str, max: usize) -> anyhow::Result<Vec<(V
         .take(max)
         .map(|m| (m.key().unwrap_or_default().to_vec(), m.payload().unwrap_or_default().to_vec()))
         .collect())
+}
+
+/// The sync and analytics consumers, each on `events` of the bridge's
+/// records from `topic` into a database of its own: one line each.
+async fn measure_consumers(brokers: &str, registry: &str, topic: &str, events: usize) {
+    let sync = consumer_bench(brokers, registry, topic, events, consumers::sync::Sync, APPLIED_BY_SYNC).await;
+    let analytics =
+        consumer_bench(brokers, registry, topic, events, consumers::analytics::Analytics, APPLIED_BY_ANALYTICS).await;
+    println!();
+    for (name, measured) in [("sync", sync), ("analytics", analytics)] {
+        match measured {
+            Ok((events, elapsed)) => println!(
+                "{name} consumer: {events} events into PostgreSQL in {:.2} s = {:.0} events/s (batches of 500, one transaction each)",
+                elapsed.as_secs_f64(),
+                events as f64 / elapsed.as_secs_f64()
+            ),
+            Err(error) => println!("{name} consumer: not measured ({error})"),
+        }
+    }
 }
 
 /// The events the sync consumer has applied: one row each.
