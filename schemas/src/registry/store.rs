@@ -197,7 +197,7 @@ impl LogStore {
             let (wanted, until) = *self.wanted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let received = if wanted >= next && Instant::now() < until {
                 if !hurried {
-                    if let Err(error) = self.hurry_from(next) {
+                    if let Err(error) = self.hurry_from(next).await {
                         tracing::warn!(%error, "cannot read the schemas log from {next}");
                     }
                     hurried = true;
@@ -268,9 +268,16 @@ impl LogStore {
     }
 
     /// Resumes the hurried reader (assigned, paused in between) at `next`.
-    fn hurry_from(&self, next: i64) -> rdkafka::error::KafkaResult<()> {
-        self.hurried.resume(&self.partition())?;
-        self.hurried.seek(&self.topic, 0, Offset::Offset(next), Duration::from_secs(1))
+    /// On a blocking thread, as the client waits for the seek (up to 1 s).
+    async fn hurry_from(&self, next: i64) -> Result<(), RegistryError> {
+        let (hurried, topic, partition) = (self.hurried.clone(), self.topic.clone(), self.partition());
+        tokio::task::spawn_blocking(move || {
+            hurried.resume(&partition)?;
+            hurried.seek(&topic, 0, Offset::Offset(next), Duration::from_secs(1))
+        })
+        .await
+        .map_err(store_error)?
+        .map_err(store_error)
     }
 
     /// Repairs wait until the reader has caught up with the log, so that a
