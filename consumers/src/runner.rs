@@ -23,6 +23,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sqlx::{PgConnection, PgPool};
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What a consumer does with each decoded record, inside the transaction.
@@ -165,13 +166,16 @@ pub async fn run_observed<E: Effect>(
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let pattern = regex::Regex::new(&config.kafka.topic_pattern)?;
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka.brokers)
-        .set("group.id", format!("webhook-consumers-{}", effect.name()))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("fetch.wait.max.ms", "50")
-        .create()?;
+    // Shared with the blocking threads that ask it for metadata and watermarks.
+    let consumer: Arc<StreamConsumer> = Arc::new(
+        ClientConfig::new()
+            .set("bootstrap.servers", &config.kafka.brokers)
+            .set("group.id", format!("webhook-consumers-{}", effect.name()))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("fetch.wait.max.ms", "50")
+            .create()?,
+    );
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &config.kafka.brokers)
         .set("enable.idempotence", "true")
@@ -235,12 +239,22 @@ pub async fn run_observed<E: Effect>(
     }
 }
 
+/// Runs `ask` on a blocking thread with the consumer: the client waits
+/// there for the broker's answer, not on one of the runtime's workers.
+async fn blocking<T: Send + 'static>(
+    consumer: &Arc<StreamConsumer>,
+    ask: impl FnOnce(&StreamConsumer) -> T + Send + 'static,
+) -> anyhow::Result<T> {
+    let consumer = consumer.clone();
+    Ok(tokio::task::spawn_blocking(move || ask(&consumer)).await?)
+}
+
 async fn matching_partitions(
-    consumer: &StreamConsumer,
+    consumer: &Arc<StreamConsumer>,
     pattern: &regex::Regex,
     exclude: &[String],
 ) -> anyhow::Result<Vec<(String, i32)>> {
-    let metadata = consumer.fetch_metadata(None, Duration::from_secs(5))?;
+    let metadata = blocking(consumer, |consumer| consumer.fetch_metadata(None, Duration::from_secs(5))).await??;
     let mut out: Vec<(String, i32)> = metadata
         .topics()
         .iter()
@@ -296,7 +310,7 @@ struct BatchOutcome {
 
 /// Stores each assigned partition's lag: its high watermark minus the stored offset.
 async fn record_lag(
-    consumer: &StreamConsumer,
+    consumer: &Arc<StreamConsumer>,
     pool: &PgPool,
     name: &str,
     assigned: &[(String, i32)],
@@ -312,15 +326,27 @@ async fn record_lag(
         return;
     };
     let stored: BTreeMap<(String, i32), i64> = stored.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
-    let mut lag = BTreeMap::new();
-    for (topic, partition) in assigned {
-        let watermarks =
-            tokio::task::block_in_place(|| consumer.fetch_watermarks(topic, *partition, Duration::from_secs(2)));
-        if let Ok((low, high)) = watermarks {
-            let next = stored.get(&(topic.clone(), *partition)).copied().unwrap_or(low);
-            lag.insert((topic.clone(), *partition), (high - next).max(0));
-        }
-    }
+    let partitions = assigned.to_vec();
+    let Ok(watermarks) = blocking(consumer, move |consumer| {
+        partitions
+            .into_iter()
+            .filter_map(|(topic, partition)| {
+                let watermarks = consumer.fetch_watermarks(&topic, partition, Duration::from_secs(2)).ok()?;
+                Some(((topic, partition), watermarks))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    else {
+        return;
+    };
+    let lag = watermarks
+        .into_iter()
+        .map(|(key, (low, high))| {
+            let next = stored.get(&key).copied().unwrap_or(low);
+            (key, (high - next).max(0))
+        })
+        .collect();
     *metrics.lag.lock().unwrap_or_else(|e| e.into_inner()) = lag;
 }
 

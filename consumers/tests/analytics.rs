@@ -7,7 +7,9 @@ use consumers::analytics;
 use std::time::Duration;
 use support::*;
 
-#[tokio::test(flavor = "multi_thread")]
+// On a current-thread runtime, as a consumer embedded in a small service
+// may run: nothing in the runner may need the multi-threaded one.
+#[tokio::test(flavor = "current_thread")]
 async fn per_minute_rollups_count_entities_amounts_and_latency() {
     let stack = Stack::start().await;
     let pool = stack.pool().await;
