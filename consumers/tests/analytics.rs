@@ -59,48 +59,28 @@ async fn per_minute_rollups_count_entities_amounts_and_latency() {
 /// The rollups, as text in key order; bridge → consumer latency (measured
 /// when applied) only counted per minute, source and event type.
 async fn rollups(pool: &sqlx::PgPool) -> Vec<String> {
-    let mut out = Vec::new();
-    for query in [
-        "SELECT * FROM analytics_seen",
-        "SELECT * FROM rollup_counts",
-        "SELECT * FROM rollup_entities",
-        "SELECT * FROM rollup_amounts",
-        "SELECT * FROM rollup_latency WHERE stage = 'provider_to_bridge'",
-        "SELECT minute, source, event_type, sum(hits) FROM rollup_latency WHERE stage = 'bridge_to_consumer'
-         GROUP BY 1, 2, 3",
-    ] {
-        let rows: Vec<(String,)> = sqlx::query_as(&format!("SELECT t::text FROM ({query}) AS t ORDER BY 1"))
-            .fetch_all(pool)
-            .await
-            .expect(query);
-        out.extend(rows.into_iter().map(|(row,)| row));
-    }
-    out
+    rows_as_text(
+        pool,
+        &[
+            "SELECT * FROM analytics_seen",
+            "SELECT * FROM rollup_counts",
+            "SELECT * FROM rollup_entities",
+            "SELECT * FROM rollup_amounts",
+            "SELECT * FROM rollup_latency WHERE stage = 'provider_to_bridge'",
+            "SELECT minute, source, event_type, sum(hits) FROM rollup_latency WHERE stage = 'bridge_to_consumer'
+             GROUP BY 1, 2, 3",
+        ],
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_adds_to_the_rollups_what_one_event_at_a_time_does() {
-    use consumers::runner::{Effect, Received};
     let records = mixed_events(300);
-    let one_at_a_time = testbed::Database::create("analytics_sequential").expect("database");
-    let sequential = consumers::runner::connect(&one_at_a_time.url).await.expect("connect");
-    for record in &records {
-        let mut tx = sequential.begin().await.expect("begin");
-        analytics::Analytics.apply(&mut tx, record).await.expect("apply");
-        tx.commit().await.expect("commit");
-    }
-    let batched = testbed::Database::create("analytics_batched").expect("database");
-    let batch = consumers::runner::connect(&batched.url).await.expect("connect");
-    let received: Vec<Received> =
-        records.iter().map(|record| Received { record: record.clone(), span: tracing::Span::none() }).collect();
-    let (first, rest) = received.split_at(200);
-    for chunk in std::iter::once(first).chain(rest.chunks(7)) {
-        let mut tx = batch.begin().await.expect("begin");
-        analytics::Analytics.apply_batch(&mut tx, chunk).await.expect("apply batch");
-        tx.commit().await.expect("commit");
-    }
+    let both = apply_both_ways(&analytics::Analytics, &records).await;
+    let (sequential, batch) = (&both.one_at_a_time, &both.batched);
 
-    assert_eq!(rollups(&batch).await, rollups(&sequential).await);
+    assert_eq!(rollups(batch).await, rollups(sequential).await);
     // Each delivery counted once, its first copy's amount summed once.
     let mut seen = std::collections::HashSet::new();
     let (mut events, mut usd) = (0i64, 0i64);
@@ -119,7 +99,7 @@ async fn a_batch_adds_to_the_rollups_what_one_event_at_a_time_does() {
         "SELECT (SELECT sum(events) FROM rollup_counts)::bigint,
                 (SELECT sum(amount_minor) FROM rollup_amounts WHERE currency = 'USD')::bigint",
     )
-    .fetch_one(&batch)
+    .fetch_one(batch)
     .await
     .expect("sums");
     assert_eq!((counted, summed), (events, usd));

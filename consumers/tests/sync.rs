@@ -171,50 +171,29 @@ async fn a_consumer_killed_mid_batch_and_restarted_yields_the_same_database() {
 
 /// Every table the sync writes, as text, in key order.
 async fn tables(pool: &sqlx::PgPool) -> Vec<String> {
-    let mut out = Vec::new();
-    for query in [
-        r#"SELECT source, delivery_id, event_type, provider, schema_id, schema_version, origin, received_at, occurred_at,
-                  topic, "partition", "offset", entity_type, entity_id, payload FROM webhook_events"#,
-        "SELECT * FROM payment_intents",
-        "SELECT * FROM charges",
-        "SELECT * FROM customers",
-        "SELECT * FROM orders",
-        "SELECT * FROM pull_requests",
-    ] {
-        let rows: Vec<(String,)> = sqlx::query_as(&format!("SELECT t::text FROM ({query}) AS t ORDER BY 1"))
-            .fetch_all(pool)
-            .await
-            .expect(query);
-        out.extend(rows.into_iter().map(|(row,)| row));
-    }
-    out
+    rows_as_text(
+        pool,
+        &[
+            r#"SELECT source, delivery_id, event_type, provider, schema_id, schema_version, origin, received_at, occurred_at,
+                      topic, "partition", "offset", entity_type, entity_id, payload FROM webhook_events"#,
+            "SELECT * FROM payment_intents",
+            "SELECT * FROM charges",
+            "SELECT * FROM customers",
+            "SELECT * FROM orders",
+            "SELECT * FROM pull_requests",
+        ],
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_leaves_the_database_as_one_event_at_a_time_does() {
-    use consumers::runner::{Effect, Received};
     let records = mixed_events(300);
-    let one_at_a_time = testbed::Database::create("sync_sequential").expect("database");
-    let sequential = consumers::runner::connect(&one_at_a_time.url).await.expect("connect");
-    for record in &records {
-        let mut tx = sequential.begin().await.expect("begin");
-        consumers::sync::Sync.apply(&mut tx, record).await.expect("apply");
-        tx.commit().await.expect("commit");
-    }
-    let batched = testbed::Database::create("sync_batched").expect("database");
-    let batch = consumers::runner::connect(&batched.url).await.expect("connect");
-    let received: Vec<Received> =
-        records.iter().map(|record| Received { record: record.clone(), span: tracing::Span::none() }).collect();
-    // One batch of 200, then the rest in batches of 7.
-    let (first, rest) = received.split_at(200);
-    for chunk in std::iter::once(first).chain(rest.chunks(7)) {
-        let mut tx = batch.begin().await.expect("begin");
-        consumers::sync::Sync.apply_batch(&mut tx, chunk).await.expect("apply batch");
-        tx.commit().await.expect("commit");
-    }
+    let both = apply_both_ways(&consumers::sync::Sync, &records).await;
+    let (sequential, batch) = (&both.one_at_a_time, &both.batched);
 
-    let expected = tables(&sequential).await;
-    assert_eq!(tables(&batch).await, expected);
+    let expected = tables(sequential).await;
+    assert_eq!(tables(batch).await, expected);
     // And the sequential outcome is the rule: per entity, the first of
     // its latest events (among first copies of deliveries).
     let mut seen = std::collections::HashSet::new();
@@ -233,10 +212,10 @@ async fn a_batch_leaves_the_database_as_one_event_at_a_time_does() {
         }
     }
     let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT id, status FROM payment_intents ORDER BY id").fetch_all(&batch).await.expect("rows");
+        sqlx::query_as("SELECT id, status FROM payment_intents ORDER BY id").fetch_all(batch).await.expect("rows");
     let rule: Vec<(String, String)> = latest.into_iter().map(|(id, (_, status))| (id, status)).collect();
     assert_eq!(rows, rule);
-    let (events,): (i64,) = sqlx::query_as("SELECT count(*) FROM webhook_events").fetch_one(&batch).await.expect("n");
+    let (events,): (i64,) = sqlx::query_as("SELECT count(*) FROM webhook_events").fetch_one(batch).await.expect("n");
     let deliveries: std::collections::HashSet<(&str, &str)> = records
         .iter()
         .map(|r| (r.text("/source").expect("source"), r.text("/delivery_id").expect("delivery")))

@@ -277,3 +277,49 @@ pub fn mixed_events(count: i64) -> Vec<consumers::record::Decoded> {
 
     records
 }
+
+/// Every row of each query, as text, sorted per query.
+pub async fn rows_as_text(pool: &sqlx::PgPool, queries: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    for query in queries {
+        let rows: Vec<(String,)> = sqlx::query_as(&format!("SELECT t::text FROM ({query}) AS t ORDER BY 1"))
+            .fetch_all(pool)
+            .await
+            .expect(query);
+        out.extend(rows.into_iter().map(|(row,)| row));
+    }
+    out
+}
+
+/// The same records applied by `effect` into two databases: one record per
+/// transaction, and as batches (one of 200, then of 7).
+pub struct BothWays {
+    pub one_at_a_time: sqlx::PgPool,
+    pub batched: sqlx::PgPool,
+    _databases: (TestDb, TestDb),
+}
+
+pub async fn apply_both_ways<E: consumers::runner::Effect>(
+    effect: &E,
+    records: &[consumers::record::Decoded],
+) -> BothWays {
+    use consumers::runner::Received;
+    let first = TestDb::create(&format!("{}_sequential", effect.name())).expect("database");
+    let one_at_a_time = consumers::runner::connect(&first.url).await.expect("connect");
+    for record in records {
+        let mut tx = one_at_a_time.begin().await.expect("begin");
+        effect.apply(&mut tx, record).await.expect("apply");
+        tx.commit().await.expect("commit");
+    }
+    let second = TestDb::create(&format!("{}_batched", effect.name())).expect("database");
+    let batched = consumers::runner::connect(&second.url).await.expect("connect");
+    let received: Vec<Received> =
+        records.iter().map(|record| Received { record: record.clone(), span: tracing::Span::none() }).collect();
+    let (first_batch, rest) = received.split_at(200.min(received.len()));
+    for chunk in std::iter::once(first_batch).chain(rest.chunks(7)) {
+        let mut tx = batched.begin().await.expect("begin");
+        effect.apply_batch(&mut tx, chunk).await.expect("apply batch");
+        tx.commit().await.expect("commit");
+    }
+    BothWays { one_at_a_time, batched, _databases: (first, second) }
+}
