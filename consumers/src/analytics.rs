@@ -13,7 +13,7 @@
 //! together ([`crate::runner`]): exactly-once effect.
 
 use crate::record::Decoded;
-use crate::runner::{Effect, Received};
+use crate::runner::{Effect, Received, first_copies};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -146,19 +146,19 @@ impl Rollup {
     }
 }
 
-impl Analytics {
-    /// Counts the events of `records` not counted before (the first copy of
-    /// each delivery): two statements, whatever their number.
-    async fn write<'r>(&self, tx: &mut PgConnection, records: impl Iterator<Item = &'r Decoded>) -> anyhow::Result<()> {
-        let delivery = |record: &'r Decoded| {
-            (record.text("/source").unwrap_or_default(), record.text("/delivery_id").unwrap_or_default())
-        };
-        let mut seen = HashSet::new();
-        let firsts: Vec<&Decoded> = records.filter(|record| seen.insert(delivery(record))).collect();
+impl Effect for Analytics {
+    fn name(&self) -> &'static str {
+        "analytics"
+    }
+
+    /// Counts the batch's deliveries not counted before: two statements,
+    /// whatever their number.
+    async fn apply(&self, tx: &mut PgConnection, records: &[Received]) -> anyhow::Result<()> {
+        let firsts = first_copies(records);
         if firsts.is_empty() {
             return Ok(());
         }
-        let (sources, deliveries): (Vec<&str>, Vec<&str>) = firsts.iter().map(|record| delivery(record)).unzip();
+        let (sources, deliveries): (Vec<&str>, Vec<&str>) = firsts.iter().map(|record| record.delivery()).unzip();
         let new: HashSet<(String, String)> = sqlx::query_as(
             "INSERT INTO analytics_seen (source, delivery_id) SELECT * FROM unnest($1::text[], $2::text[])
              ON CONFLICT DO NOTHING RETURNING source, delivery_id",
@@ -172,7 +172,7 @@ impl Analytics {
         let mut rollup = Rollup::default();
         let now_ms = Utc::now().timestamp_millis();
         for record in firsts {
-            let (source, delivery) = delivery(record);
+            let (source, delivery) = record.delivery();
             if new.contains(&(source.to_owned(), delivery.to_owned())) {
                 rollup.add(record, now_ms);
             }
@@ -181,20 +181,6 @@ impl Analytics {
             rollup.write(tx).await?;
         }
         Ok(())
-    }
-}
-
-impl Effect for Analytics {
-    fn name(&self) -> &'static str {
-        "analytics"
-    }
-
-    async fn apply(&self, tx: &mut PgConnection, record: &Decoded) -> anyhow::Result<()> {
-        self.write(tx, std::iter::once(record)).await
-    }
-
-    async fn apply_batch(&self, tx: &mut PgConnection, records: &[Received]) -> anyhow::Result<()> {
-        self.write(tx, records.iter().map(|received| &received.record)).await
     }
 }
 

@@ -49,6 +49,12 @@ impl Decoded {
         }
     }
 
+    /// (source, delivery id): what a delivery is known by; its copies
+    /// (provider retries, reconciliation) have the same.
+    pub fn delivery(&self) -> (&str, &str) {
+        (self.text("/source").unwrap_or_default(), self.text("/delivery_id").unwrap_or_default())
+    }
+
     /// The provider, from `ce_type`.
     pub fn provider(&self) -> Option<&str> {
         self.ce_type.as_deref().and_then(|t| t.split_once('.')).map(|(p, _)| p)

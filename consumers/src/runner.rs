@@ -26,34 +26,20 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// What a consumer does with each decoded record, inside the transaction.
+/// What a consumer does with the decoded records of a batch, inside its transaction.
 pub trait Effect: Send + Sync {
     /// The consumer's name (its offsets are stored under it).
     fn name(&self) -> &'static str;
 
-    /// Applies one record. Must be idempotent per delivery id, since the
-    /// same event may arrive twice (webhook retry, reconciliation).
+    /// Applies a batch's records, in their order, with the same outcome as
+    /// applying each in a batch of its own. Must be idempotent per delivery
+    /// id, since the same event may arrive twice (webhook retry,
+    /// reconciliation), in the same batch or in another.
     fn apply<'a>(
         &'a self,
         tx: &'a mut PgConnection,
-        record: &'a Decoded,
-    ) -> impl Future<Output = anyhow::Result<()>> + Send + 'a;
-
-    /// Applies a batch's records, in their order, with the same outcome as
-    /// applying each in turn. By default, one by one, each within its span.
-    fn apply_batch<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
         records: &'a [Received],
-    ) -> impl Future<Output = anyhow::Result<()>> + Send + 'a {
-        use tracing::Instrument;
-        async move {
-            for received in records {
-                self.apply(&mut *tx, &received.record).instrument(received.span.clone()).await?;
-            }
-            Ok(())
-        }
-    }
+    ) -> impl Future<Output = anyhow::Result<()>> + Send + 'a;
 }
 
 /// A decoded record of a batch, and its `process` span (continuing the
@@ -64,6 +50,13 @@ pub struct Received {
     pub record: Decoded,
     /// Its span.
     pub span: tracing::Span,
+}
+
+/// The records of a batch less the later copies of a delivery it already
+/// holds: a copy changes nothing, in the same batch as in a later one.
+pub fn first_copies(records: &[Received]) -> Vec<&Decoded> {
+    let mut seen = std::collections::HashSet::new();
+    records.iter().map(|received| &received.record).filter(|record| seen.insert(record.delivery())).collect()
 }
 
 /// Connects to PostgreSQL and runs the migrations.
@@ -388,7 +381,7 @@ async fn apply_batch<E: Effect>(
         }
         next.insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
     }
-    effect.apply_batch(&mut tx, &records).await?;
+    effect.apply(&mut tx, &records).await?;
     for ((topic, partition), offset) in &next {
         sqlx::query(
             r#"INSERT INTO consumer_offsets (consumer, topic, "partition", next_offset) VALUES ($1, $2, $3, $4)

@@ -19,11 +19,11 @@
 //! together ([`crate::runner`]): exactly-once effect.
 
 use crate::record::Decoded;
-use crate::runner::{Effect, Received};
+use crate::runner::{Effect, Received, first_copies};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::{LazyLock, OnceLock};
 
 /// The sync consumer.
@@ -324,8 +324,9 @@ struct Rows {
 
 impl Rows {
     fn push(&mut self, record: &Decoded, payload: Value, change: Option<Change>) {
-        self.source.push(record.text("/source").unwrap_or_default().to_owned());
-        self.delivery_id.push(record.text("/delivery_id").unwrap_or_default().to_owned());
+        let (source, delivery_id) = record.delivery();
+        self.source.push(source.to_owned());
+        self.delivery_id.push(delivery_id.to_owned());
         self.event_type.push(record.text("/event_type").unwrap_or_default().to_owned());
         self.provider.push(record.provider().map(str::to_owned));
         self.schema_id.push(record.schema_id as i32);
@@ -382,20 +383,16 @@ impl Rows {
     }
 }
 
-impl Sync {
-    /// Writes `records`, in their order, with one statement per table.
-    async fn write<'r>(&self, tx: &mut PgConnection, records: impl Iterator<Item = &'r Decoded>) -> anyhow::Result<()> {
+impl Effect for Sync {
+    fn name(&self) -> &'static str {
+        "sync"
+    }
+
+    /// Writes the batch with one statement per table it touches.
+    async fn apply(&self, tx: &mut PgConnection, records: &[Received]) -> anyhow::Result<()> {
         // Keyed by table name, `None` for the events that change no table.
         let mut statements: BTreeMap<Option<&'static str>, (Option<&'static Table>, Rows)> = BTreeMap::new();
-        let mut seen = HashSet::new();
-        for record in records {
-            let delivery =
-                (record.text("/source").unwrap_or_default(), record.text("/delivery_id").unwrap_or_default());
-            // A second copy in the same batch changes nothing, as it would
-            // in a later one.
-            if !seen.insert(delivery) {
-                continue;
-            }
+        for record in first_copies(records) {
             let payload = record.payload().map(std::borrow::Cow::into_owned).unwrap_or(Value::Null);
             let change = change(record, &payload);
             let table = change.as_ref().and_then(|change| change.row.as_ref()).map(|row| row.table);
@@ -409,19 +406,5 @@ impl Sync {
             rows.write(&mut *tx, table).await?;
         }
         Ok(())
-    }
-}
-
-impl Effect for Sync {
-    fn name(&self) -> &'static str {
-        "sync"
-    }
-
-    async fn apply(&self, tx: &mut PgConnection, record: &Decoded) -> anyhow::Result<()> {
-        self.write(tx, std::iter::once(record)).await
-    }
-
-    async fn apply_batch(&self, tx: &mut PgConnection, records: &[Received]) -> anyhow::Result<()> {
-        self.write(tx, records.iter().map(|received| &received.record)).await
     }
 }

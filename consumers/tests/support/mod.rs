@@ -304,22 +304,20 @@ pub async fn apply_both_ways<E: consumers::runner::Effect>(
     records: &[consumers::record::Decoded],
 ) -> BothWays {
     use consumers::runner::Received;
-    let first = TestDb::create(&format!("{}_sequential", effect.name())).expect("database");
-    let one_at_a_time = consumers::runner::connect(&first.url).await.expect("connect");
-    for record in records {
-        let mut tx = one_at_a_time.begin().await.expect("begin");
-        effect.apply(&mut tx, record).await.expect("apply");
-        tx.commit().await.expect("commit");
-    }
-    let second = TestDb::create(&format!("{}_batched", effect.name())).expect("database");
-    let batched = consumers::runner::connect(&second.url).await.expect("connect");
     let received: Vec<Received> =
         records.iter().map(|record| Received { record: record.clone(), span: tracing::Span::none() }).collect();
     let (first_batch, rest) = received.split_at(200.min(received.len()));
-    for chunk in std::iter::once(first_batch).chain(rest.chunks(7)) {
-        let mut tx = batched.begin().await.expect("begin");
-        effect.apply_batch(&mut tx, chunk).await.expect("apply batch");
-        tx.commit().await.expect("commit");
-    }
+    let apply = async |kind: &str, batches: Vec<&[Received]>| {
+        let database = TestDb::create(&format!("{}_{kind}", effect.name())).expect("database");
+        let pool = consumers::runner::connect(&database.url).await.expect("connect");
+        for batch in batches {
+            let mut tx = pool.begin().await.expect("begin");
+            effect.apply(&mut tx, batch).await.expect("apply");
+            tx.commit().await.expect("commit");
+        }
+        (database, pool)
+    };
+    let (first, one_at_a_time) = apply("sequential", received.chunks(1).collect()).await;
+    let (second, batched) = apply("batched", std::iter::once(first_batch).chain(rest.chunks(7)).collect()).await;
     BothWays { one_at_a_time, batched, _databases: (first, second) }
 }
