@@ -56,10 +56,9 @@ pub async fn replay(app: &App, mut progress: impl FnMut(u64, u64)) -> anyhow::Re
     let mut ends = std::collections::HashMap::new();
     let mut total = 0u64;
     let mut assignment = TopicPartitionList::new();
-    // The client waits for the broker's answers: on a blocking thread.
-    let watermarks = tokio::task::spawn_blocking({
-        let (consumer, topic) = (consumer.clone(), topic.clone());
-        move || -> rdkafka::error::KafkaResult<Vec<(i32, i64, i64)>> {
+    let watermarks = schemas::topics::blocking(&consumer, {
+        let topic = topic.clone();
+        move |consumer| -> rdkafka::error::KafkaResult<Vec<(i32, i64, i64)>> {
             let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
             let partitions = metadata.topics().iter().filter(|t| t.name() == topic).flat_map(|t| t.partitions());
             partitions

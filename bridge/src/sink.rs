@@ -152,10 +152,11 @@ impl KafkaSink {
 
     /// Whether the broker answers a metadata request now.
     pub async fn broker_reachable(&self) -> bool {
-        let producer = self.producer.clone();
-        tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, Duration::from_secs(2)).is_ok())
-            .await
-            .unwrap_or(false)
+        schemas::topics::blocking(&self.producer, |producer| {
+            producer.client().fetch_metadata(None, Duration::from_secs(2)).is_ok()
+        })
+        .await
+        .unwrap_or(false)
     }
 
     /// Waits for every record in flight (on shutdown).

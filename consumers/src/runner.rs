@@ -232,22 +232,13 @@ pub async fn run_observed<E: Effect>(
     }
 }
 
-/// Runs `ask` on a blocking thread with the consumer: the client waits
-/// there for the broker's answer, not on one of the runtime's workers.
-async fn blocking<T: Send + 'static>(
-    consumer: &Arc<StreamConsumer>,
-    ask: impl FnOnce(&StreamConsumer) -> T + Send + 'static,
-) -> anyhow::Result<T> {
-    let consumer = consumer.clone();
-    Ok(tokio::task::spawn_blocking(move || ask(&consumer)).await?)
-}
-
 async fn matching_partitions(
     consumer: &Arc<StreamConsumer>,
     pattern: &regex::Regex,
     exclude: &[String],
 ) -> anyhow::Result<Vec<(String, i32)>> {
-    let metadata = blocking(consumer, |consumer| consumer.fetch_metadata(None, Duration::from_secs(5))).await??;
+    let metadata =
+        schemas::topics::blocking(consumer, |consumer| consumer.fetch_metadata(None, Duration::from_secs(5))).await??;
     let mut out: Vec<(String, i32)> = metadata
         .topics()
         .iter()
@@ -320,7 +311,7 @@ async fn record_lag(
     };
     let stored: BTreeMap<(String, i32), i64> = stored.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
     let partitions = assigned.to_vec();
-    let Ok(watermarks) = blocking(consumer, move |consumer| {
+    let Ok(watermarks) = schemas::topics::blocking(consumer, move |consumer| {
         partitions
             .into_iter()
             .filter_map(|(topic, partition)| {

@@ -1,4 +1,5 @@
-//! Creating Kafka topics through the admin API, and reading one to its end.
+//! Creating Kafka topics through the admin API, reading one to its end, and
+//! asking the broker without holding up the async runtime.
 //!
 //! Brokers that do not create topics on first use (tansu 0.6, or Kafka with
 //! `auto.create.topics.enable=false`) need this before the first produce.
@@ -63,4 +64,17 @@ pub const PAST_THE_WATERMARK: Duration = Duration::from_millis(10);
 /// watermark to the end of its last record batch.
 pub async fn already_fetched(consumer: &StreamConsumer) -> Option<KafkaResult<BorrowedMessage<'_>>> {
     tokio::time::timeout(PAST_THE_WATERMARK, consumer.recv()).await.ok()
+}
+
+/// Runs `ask` with a clone of `client` on a blocking thread. librdkafka's
+/// synchronous calls (metadata, watermarks, seek) wait on the calling thread
+/// for the broker's answer, for up to their timeout: not on one of the
+/// runtime's workers.
+pub async fn blocking<C, T>(client: &C, ask: impl FnOnce(&C) -> T + Send + 'static) -> Result<T, tokio::task::JoinError>
+where
+    C: Clone + Send + 'static,
+    T: Send + 'static,
+{
+    let client = client.clone();
+    tokio::task::spawn_blocking(move || ask(&client)).await
 }

@@ -132,15 +132,15 @@ impl LogStore {
 
     /// The log's high watermark. Asked through the producer's connection:
     /// the idle reader's is held by its long fetch, and a broker may answer
-    /// requests on one connection in order (tansu 0.6 does). On a blocking
-    /// thread, as the client waits for the broker's answer.
+    /// requests on one connection in order (tansu 0.6 does).
     async fn high_watermark(&self, timeout: Duration) -> Result<i64, RegistryError> {
-        let producer = self.producer.clone();
         let topic = self.topic.clone();
-        let (_, high) = tokio::task::spawn_blocking(move || producer.client().fetch_watermarks(&topic, 0, timeout))
-            .await
-            .map_err(store_error)?
-            .map_err(store_error)?;
+        let (_, high) = crate::topics::blocking(&self.producer, move |producer| {
+            producer.client().fetch_watermarks(&topic, 0, timeout)
+        })
+        .await
+        .map_err(store_error)?
+        .map_err(store_error)?;
         Ok(high)
     }
 
@@ -268,10 +268,9 @@ impl LogStore {
     }
 
     /// Resumes the hurried reader (assigned, paused in between) at `next`.
-    /// On a blocking thread, as the client waits for the seek (up to 1 s).
     async fn hurry_from(&self, next: i64) -> Result<(), RegistryError> {
-        let (hurried, topic, partition) = (self.hurried.clone(), self.topic.clone(), self.partition());
-        tokio::task::spawn_blocking(move || {
+        let (topic, partition) = (self.topic.clone(), self.partition());
+        crate::topics::blocking(&self.hurried, move |hurried| {
             hurried.resume(&partition)?;
             hurried.seek(&topic, 0, Offset::Offset(next), Duration::from_secs(1))
         })
