@@ -7,8 +7,9 @@
 //! so the log costs the broker one record per batch, not one per delivery.
 //! The topic keeps records for the dedup window and a day more
 //! (`cleanup.policy=delete`, `retention.ms`): what is older can no longer
-//! make a duplicate, so a restart reads one window, not the whole history.
-//! On start the topic is read from the beginning, and a background task
+//! make a duplicate, so a restart reads one window, not the whole history:
+//! on start the topic is read from the first record written within the
+//! window (less a margin for the broker's clock), and a background task
 //! keeps reading it (a fetch every 250 ms, or sooner once 1 MiB is
 //! waiting), so several bridge instances share one view; each skips the
 //! records it wrote itself (header `bridge_instance`).
@@ -107,24 +108,49 @@ const READ_TO_END: i64 = i64::MAX;
 /// Reading the log at start fails when the broker sends nothing for this long.
 const REPLAY_STALL: Duration = Duration::from_secs(60);
 
-/// A consumer of the log's one partition, assigned at `from` (never a group
-/// member, no commits), with `settings`.
-fn log_consumer(
-    brokers: &str,
-    topic: &str,
-    from: Offset,
-    settings: &[(&str, &str)],
-) -> rdkafka::error::KafkaResult<StreamConsumer> {
+/// A consumer of the log (never a group member, no commits), with `settings`.
+fn log_consumer(brokers: &str, settings: &[(&str, &str)]) -> rdkafka::error::KafkaResult<StreamConsumer> {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers).set("group.id", "bridge-delivery-log").set("enable.auto.commit", "false");
     for (key, value) in settings {
         config.set(*key, *value);
     }
-    let consumer: StreamConsumer = config.create()?;
+    config.create()
+}
+
+/// Assigns `consumer` the log's one partition at `from`.
+fn read_from(consumer: &StreamConsumer, topic: &str, from: Offset) -> rdkafka::error::KafkaResult<()> {
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(topic, 0, from)?;
-    consumer.assign(&assignment)?;
-    Ok(consumer)
+    consumer.assign(&assignment)
+}
+
+/// How far before the window the start reads, at most (and at most the
+/// window again): the broker's clock, which times the log's records, may
+/// be behind the bridge's.
+const CLOCK_MARGIN: Duration = Duration::from_secs(300);
+
+/// Where the start reads the log from: the first record the broker wrote
+/// after `since_ms` (its clock), when that lies inside the log
+/// (`low`..`high`); else the beginning. Records before it hold only
+/// deliveries older than the window: the topic keeps a day more than that.
+fn start_offset(consumer: &StreamConsumer, topic: &str, since_ms: i64, (low, high): (i64, i64)) -> Offset {
+    let mut times = TopicPartitionList::new();
+    if times.add_partition_offset(topic, 0, Offset::Offset(since_ms)).is_err() {
+        return Offset::Beginning;
+    }
+    // tansu 0.6 answers 0 when no record is that recent; Kafka answers the end.
+    match consumer
+        .offsets_for_times(times, Duration::from_secs(10))
+        .map(|found| found.find_partition(topic, 0).map(|p| p.offset()))
+    {
+        Ok(Some(Offset::Offset(first))) if first > low && first < high => Offset::Offset(first),
+        Ok(_) => Offset::Beginning,
+        Err(error) => {
+            tracing::warn!(%error, topic, "cannot find where the delivery log's window starts; reading it all");
+            Offset::Beginning
+        }
+    }
 }
 
 /// Shards of the view, each behind its own lock.
@@ -363,20 +389,31 @@ impl DeliveryLog {
         // `fetch.wait.max.ms`, and at the tail's 250 ms a million
         // deliveries took 47 s to read.
         let start = [("fetch.wait.max.ms", "10"), ("queued.max.messages.kbytes", "8192")];
-        let consumer = log_consumer(brokers, topic, Offset::Beginning, &start)?;
-        // The client waits for the broker's answer: on a blocking thread,
+        let consumer = log_consumer(brokers, &start)?;
+        // The client waits for the broker's answers: on a blocking thread,
         // not one of the runtime's workers.
-        let (consumer, watermarks) = tokio::task::spawn_blocking({
+        let margin_ms = window_ms.min(CLOCK_MARGIN.as_millis() as i64);
+        let since_ms = chrono::Utc::now().timestamp_millis().saturating_sub(window_ms.saturating_add(margin_ms));
+        let (consumer, watermarks, from) = tokio::task::spawn_blocking({
             let topic = topic.to_owned();
             move || {
                 let watermarks = consumer.fetch_watermarks(&topic, 0, Duration::from_secs(10));
-                (consumer, watermarks)
+                let from = match watermarks {
+                    Ok(range) => start_offset(&consumer, &topic, since_ms, range),
+                    Err(_) => Offset::Beginning,
+                };
+                (consumer, watermarks, from)
             }
         })
         .await?;
         let (low, high) = watermarks?;
+        read_from(&consumer, topic, from)?;
         // Nothing to read when every record has expired (low = high > 0).
         let end = if low >= high { 0 } else { high };
+        let first = match from {
+            Offset::Offset(first) => first,
+            _ => low,
+        };
         let log = Self {
             topic: topic.to_owned(),
             window_ms,
@@ -409,7 +446,7 @@ impl DeliveryLog {
         if end > 0 {
             tracing::info!(
                 topic,
-                records = end - low,
+                records = end - first,
                 deliveries = log.len(),
                 seconds = started.elapsed().as_secs_f64(),
                 "delivery log read"
@@ -460,8 +497,10 @@ impl DeliveryLog {
         // the log's records are a few hundred bytes, read as they come.
         let settings =
             [("fetch.wait.max.ms", "250"), ("fetch.min.bytes", "1048576"), ("queued.max.messages.kbytes", "2048")];
-        let tail = match log_consumer(&brokers, &self.topic, next.map_or(Offset::Beginning, Offset::Offset), &settings)
-        {
+        let tail = match log_consumer(&brokers, &settings).and_then(|tail| {
+            read_from(&tail, &self.topic, next.map_or(Offset::Beginning, Offset::Offset))?;
+            Ok(tail)
+        }) {
             Ok(tail) => {
                 drop(start);
                 tail

@@ -72,3 +72,27 @@ async fn a_starting_bridge_holds_every_delivery_of_the_log_and_then_tails_it() {
     assert_eq!((log.len(), first.len()), (44 * PER_RECORD, 44 * PER_RECORD));
     assert!(log.get("stripe", "evt_43_49").is_some());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_starting_bridge_reads_the_log_from_where_its_window_begins() {
+    let broker = testbed::Broker::start().expect("broker");
+    let brokers = broker.bootstrap();
+    let topic = "_test_deliveries_window";
+    let window = Duration::from_secs(1);
+    DeliveryLog::open(&brokers, topic, window, usize::MAX).await.expect("open empty");
+    write(&brokers, topic, 0..10).await;
+    // Older than the window and its margin (as much again, for a window this short).
+    tokio::time::sleep(window * 2 + Duration::from_secs(1)).await;
+    // Two writes, so that the first record of the window is not in the
+    // log's last record batch (tansu 0.6's high watermark stops at that
+    // batch's first record).
+    write(&brokers, topic, 10..20).await;
+    write(&brokers, topic, 20..30).await;
+
+    let log = DeliveryLog::open(&brokers, topic, window, usize::MAX).await.expect("open");
+    assert!(log.get("stripe", "evt_0_0").is_none(), "a record older than the window was read");
+    assert!(log.get("stripe", "evt_9_49").is_none(), "a record older than the window was read");
+    assert!(log.get("stripe", "evt_10_0").is_some(), "the window's first record was not read");
+    assert!(log.get("stripe", "evt_29_49").is_some(), "the window's last record was not read");
+    assert_eq!(log.len(), 20 * PER_RECORD);
+}
