@@ -249,18 +249,23 @@ async fn matching_partitions(
     Ok(out)
 }
 
+/// The next offset the database holds for each (topic, partition) consumer `name` has read.
+async fn stored_offsets(pool: &PgPool, name: &str) -> sqlx::Result<BTreeMap<(String, i32), i64>> {
+    let stored: Vec<(String, i32, i64)> =
+        sqlx::query_as(r#"SELECT topic, "partition", next_offset FROM consumer_offsets WHERE consumer = $1"#)
+            .bind(name)
+            .fetch_all(pool)
+            .await?;
+    Ok(stored.into_iter().map(|(t, p, o)| ((t, p), o)).collect())
+}
+
 async fn assign_from_database(
     consumer: &StreamConsumer,
     pool: &PgPool,
     name: &str,
     partitions: &[(String, i32)],
 ) -> anyhow::Result<()> {
-    let stored: Vec<(String, i32, i64)> =
-        sqlx::query_as(r#"SELECT topic, "partition", next_offset FROM consumer_offsets WHERE consumer = $1"#)
-            .bind(name)
-            .fetch_all(pool)
-            .await?;
-    let stored: BTreeMap<(String, i32), i64> = stored.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
+    let stored = stored_offsets(pool, name).await?;
     let mut assignment = TopicPartitionList::new();
     for (topic, partition) in partitions {
         let offset = stored.get(&(topic.clone(), *partition)).map_or(Offset::Beginning, |o| Offset::Offset(*o));
@@ -300,16 +305,9 @@ async fn record_lag(
     assigned: &[(String, i32)],
     metrics: &ConsumerMetrics,
 ) {
-    let Ok(stored) = sqlx::query_as::<_, (String, i32, i64)>(
-        r#"SELECT topic, "partition", next_offset FROM consumer_offsets WHERE consumer = $1"#,
-    )
-    .bind(name)
-    .fetch_all(pool)
-    .await
-    else {
+    let Ok(stored) = stored_offsets(pool, name).await else {
         return;
     };
-    let stored: BTreeMap<(String, i32), i64> = stored.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
     let partitions = assigned.to_vec();
     let Ok(watermarks) = schemas::topics::blocking(consumer, move |consumer| {
         partitions
