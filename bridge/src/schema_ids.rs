@@ -2,9 +2,12 @@
 //!
 //! The first delivery of an event type registers its schema version under
 //! the topic's subject (`<topic>-value`); the registry answers with the
-//! existing id when it is already there. Later deliveries hit the cache.
+//! existing id when it is already there. Later deliveries hit the cache;
+//! those that arrive while the registration is under way wait for it
+//! instead of each registering again.
 
 use schemas::client::{ClientError, RegistryClient};
+use schemas::single_flight::SingleFlight;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -19,12 +22,15 @@ type Registered = (Arc<str>, u32);
 pub struct SchemaIds {
     client: RegistryClient,
     cache: RwLock<HashMap<String, Vec<Registered>>>,
+    /// The registrations: one per (subject, schema), however many
+    /// deliveries of a new version arrive at once.
+    registering: SingleFlight<(String, Arc<str>), u32, ClientError>,
 }
 
 impl SchemaIds {
     /// A cache over `client`.
     pub fn new(client: RegistryClient) -> Self {
-        Self { client, cache: RwLock::default() }
+        Self { client, cache: RwLock::default(), registering: SingleFlight::default() }
     }
 
     /// The registry client.
@@ -37,9 +43,16 @@ impl SchemaIds {
         if let Some(id) = self.cached(subject, schema) {
             return Ok(id);
         }
-        let id = self.client.register(subject, schema).await?;
+        let register = || {
+            let (client, subject, schema) = (self.client.clone(), subject.to_owned(), schema.clone());
+            async move { client.register(&subject, &schema).await }
+        };
+        let id = self.registering.get_or_make(&(subject.to_owned(), schema.clone()), register).await?;
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
-        cache.entry(subject.to_owned()).or_default().push((schema.clone(), id));
+        let known = cache.entry(subject.to_owned()).or_default();
+        if !known.iter().any(|(text, _)| Arc::ptr_eq(text, schema)) {
+            known.push((schema.clone(), id));
+        }
         Ok(id)
     }
 

@@ -8,8 +8,8 @@ use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
-use std::collections::HashSet;
-use std::sync::Mutex;
+use schemas::single_flight::SingleFlight;
+use schemas::topics::TopicError;
 use std::time::Duration;
 
 /// Where a record landed.
@@ -42,7 +42,9 @@ pub struct KafkaSink {
     producer: FutureProducer,
     brokers: String,
     partitions: i32,
-    known_topics: Mutex<HashSet<String>>,
+    /// Each topic is created once, by one admin client, however many
+    /// requests of a new event type arrive at once.
+    topics: SingleFlight<String, (), TopicError>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -92,18 +94,19 @@ impl KafkaSink {
             producer,
             brokers: config.brokers.clone(),
             partitions: config.partitions,
-            known_topics: Mutex::default(),
+            topics: SingleFlight::default(),
         })
     }
 
-    /// Creates `topic` (with the configured partitions) unless it is known to exist.
+    /// Creates `topic` (with the configured partitions) unless it is known
+    /// to exist; the requests that ask while it is being created wait for
+    /// that creation.
     pub async fn ensure_topic(&self, topic: &str) -> Result<(), SinkError> {
-        if self.known_topics.lock().unwrap_or_else(|e| e.into_inner()).contains(topic) {
-            return Ok(());
-        }
-        schemas::topics::ensure_topic(&self.brokers, topic, self.partitions, &[]).await?;
-        self.known_topics.lock().unwrap_or_else(|e| e.into_inner()).insert(topic.to_owned());
-        Ok(())
+        let create = || {
+            let (brokers, topic, partitions) = (self.brokers.clone(), topic.to_owned(), self.partitions);
+            async move { schemas::topics::ensure_topic(&brokers, &topic, partitions, &[]).await }
+        };
+        Ok(self.topics.get_or_make(topic, create).await?)
     }
 
     /// Produces one record and waits for the broker's acknowledgement, at most `deadline`.

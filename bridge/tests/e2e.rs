@@ -324,6 +324,48 @@ async fn verified_but_unusable_deliveries_go_to_the_dead_letter_topic() {
     assert_eq!(stack.app().metrics.count("stripe", Outcome::DeadLettered), 2);
 }
 
+/// The registry's count of registrations asked for.
+async fn registrations(stack: &Stack) -> u64 {
+    let text =
+        reqwest::get(format!("{}/metrics", stack.registry.url)).await.expect("scrape").text().await.expect("text");
+    let line = text.lines().find(|line| line.starts_with("registry_registrations_total ")).expect("the counter");
+    line.rsplit(' ').next().and_then(|n| n.parse().ok()).expect("a count")
+}
+
+/// A bridge that has not yet seen an event type gets its first deliveries
+/// all at once (a restart under load): one of them registers the schema
+/// and creates the topic, the others wait for it; each lands.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_deliveries_of_an_event_type_arriving_at_once_share_one_registration() {
+    let stack = Stack::start().await;
+    let topic = "webhooks.stripe.payment_intent.succeeded";
+    let before = registrations(&stack).await;
+    let client = reqwest::Client::new();
+    let ids: Vec<String> = (0..48).map(|n| format!("evt_first_{n:02}")).collect();
+    let posts = ids.iter().map(|id| signed_stripe_post(&client, &stack.url, stripe_body(id)).send());
+    for answer in futures::future::join_all(posts).await {
+        let answer = answer.expect("bridge answers");
+        let status = answer.status().as_u16();
+        let text = answer.text().await.expect("body");
+        assert_eq!(status, 200, "{text}");
+        assert!(text.contains(r#""status":"accepted""#), "{text}");
+    }
+    assert_eq!(registrations(&stack).await - before, 1, "one registration for 48 deliveries of a new schema");
+
+    let records = stack.records(topic, ids.len());
+    assert_eq!(records.len(), ids.len());
+    let schema_ids: std::collections::BTreeSet<&[u8]> =
+        records.iter().map(|record| &record.payload().expect("value")[1..5]).collect();
+    assert_eq!(schema_ids.len(), 1, "one schema id");
+    let mut delivered = Vec::new();
+    for record in &records {
+        let decoded = stack.decoder().decode(record.payload()).await.expect("decodes through the registry").value;
+        delivered.push(string(field(&decoded, "delivery_id")).to_owned());
+    }
+    delivered.sort();
+    assert_eq!(delivered, ids, "each delivery once");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_redelivery_is_not_produced_twice_even_after_a_restart() {
     let mut stack = Stack::start().await;

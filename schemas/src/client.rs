@@ -11,7 +11,7 @@ use serde_json::json;
 use std::time::Duration;
 
 /// What a registry call can fail with.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
     /// The registry could not be reached or did not answer in time.
     #[error("schema registry at {url} is unreachable: {reason}; check the URL and that the registry is running")]

@@ -17,6 +17,7 @@ pub mod compat;
 pub mod doc;
 pub mod envelope;
 pub mod registry;
+pub mod single_flight;
 pub mod topics;
 pub mod transcode;
 pub mod wire;

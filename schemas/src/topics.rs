@@ -13,7 +13,7 @@ use rdkafka::message::BorrowedMessage;
 use std::time::Duration;
 
 /// A topic could not be created.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error(
     "could not create Kafka topic '{topic}' on {brokers}: {reason}; check that the brokers are reachable and allow topic creation"
 )]

@@ -119,10 +119,13 @@ async fn metrics(State(r): State<Arc<Registry>>) -> Response {
         "# HELP registry_schemas Distinct schemas (ids) held.\n# TYPE registry_schemas gauge\nregistry_schemas {schemas}\n\
          # HELP registry_subjects Subjects with at least one live version.\n# TYPE registry_subjects gauge\nregistry_subjects {subjects}\n\
          # HELP registry_versions Live subject versions.\n# TYPE registry_versions gauge\nregistry_versions {versions}\n\
+         # HELP registry_registrations_total Registrations asked for, of new schemas or ones already registered.\n\
+         # TYPE registry_registrations_total counter\nregistry_registrations_total {}\n\
          # HELP registry_write_races_lost_total Registrations retried after another instance's claim won.\n\
          # TYPE registry_write_races_lost_total counter\nregistry_write_races_lost_total {}\n\
          # HELP registry_write_gave_way_total Registrations that waited for another instance's retry after its claim lost.\n\
          # TYPE registry_write_gave_way_total counter\nregistry_write_gave_way_total {}\n",
+        r.registrations(),
         r.races_lost(),
         r.gave_way()
     );

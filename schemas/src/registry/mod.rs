@@ -126,6 +126,7 @@ pub struct SubjectVersion {
 pub struct Registry {
     store: LogStore,
     write_lock: tokio::sync::Mutex<Writer>,
+    registrations: std::sync::atomic::AtomicU64,
     races_lost: std::sync::atomic::AtomicU64,
     gave_way: std::sync::atomic::AtomicU64,
     claim_delay: Option<std::time::Duration>,
@@ -148,6 +149,7 @@ impl Registry {
         Ok(Self {
             store,
             write_lock: tokio::sync::Mutex::new(writer),
+            registrations: Default::default(),
             races_lost: Default::default(),
             gave_way: Default::default(),
             claim_delay: None,
@@ -177,6 +179,12 @@ impl Registry {
         let state = self.store.state();
         let live: Vec<usize> = state.subjects.values().map(|s| s.live().count()).filter(|n| *n > 0).collect();
         (state.schemas.len(), live.len(), live.iter().sum())
+    }
+
+    /// How many registrations were asked for (of new schemas and of ones
+    /// already registered): each one is a write-locked read of the log.
+    pub fn registrations(&self) -> u64 {
+        self.registrations.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many registrations lost a race to another instance and were retried.
@@ -298,6 +306,7 @@ impl Registry {
 
     /// Registers `text` under `subject` and returns its id.
     pub async fn register(&self, subject: &str, text: &str) -> Result<u32, RegistryError> {
+        self.registrations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let parsed = parse_schema(text)?;
         let canonical = crate::canonical(&parsed);
         let mut writer = self.write_lock.lock().await;
