@@ -175,6 +175,12 @@ pub async fn run_observed<E: Effect>(
         .set("acks", "all")
         .create()?;
     let decoder = Decoder::new(&config.registry.url);
+    let dead_letters = DeadLetters {
+        producer: &producer,
+        brokers: &config.kafka.brokers,
+        topic: &config.kafka.dead_letter_topic,
+        created: tokio::sync::OnceCell::new(),
+    };
     let mut assigned: Vec<(String, i32)> = Vec::new();
     let mut last_refresh = Instant::now() - Duration::from_secs(60);
     tokio::pin!(stop);
@@ -206,8 +212,6 @@ pub async fn run_observed<E: Effect>(
         if batch.is_empty() {
             continue;
         }
-        let dead_letters =
-            DeadLetters { producer: &producer, brokers: &config.kafka.brokers, topic: &config.kafka.dead_letter_topic };
         let started = Instant::now();
         let applied = apply_batch(pool, effect, &decoder, &dead_letters, &batch).await;
         if let Ok(outcome) = &applied {
@@ -391,12 +395,15 @@ struct DeadLetters<'a> {
     producer: &'a FutureProducer,
     brokers: &'a str,
     topic: &'a str,
+    /// The topic is created (by an admin client of its own) before the
+    /// first dead letter, not before each.
+    created: tokio::sync::OnceCell<()>,
 }
 
 impl DeadLetters<'_> {
     /// Copies `message` to the dead-letter topic and waits for the ack.
     async fn send(&self, message: &BorrowedMessage<'_>, consumer: &str, reason: &str) -> anyhow::Result<()> {
-        schemas::topics::ensure_topic(self.brokers, self.topic, 1, &[]).await?;
+        self.created.get_or_try_init(|| schemas::topics::ensure_topic(self.brokers, self.topic, 1, &[])).await?;
         let offset = message.offset().to_string();
         let partition = message.partition().to_string();
         let headers = OwnedHeaders::new()
