@@ -124,19 +124,29 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn callers_at_once_share_one_attempt_and_its_value_is_kept() {
-        let flight = Arc::new(SingleFlight::<String, usize, String>::default());
-        let made = Arc::new(AtomicUsize::new(0));
-        let callers: Vec<_> = (0..100)
+    type Flight = SingleFlight<String, usize, String>;
+
+    /// `callers` tasks asking for "topic" at once, with attempts that
+    /// succeed or not; what each got.
+    async fn at_once(
+        flight: &Arc<Flight>,
+        made: &Arc<AtomicUsize>,
+        callers: usize,
+        succeed: bool,
+    ) -> Vec<Result<usize, String>> {
+        let callers: Vec<_> = (0..callers)
             .map(|_| {
                 let (flight, made) = (flight.clone(), made.clone());
-                tokio::spawn(async move { flight.get_or_make("topic", || attempt(&made, true)).await })
+                tokio::spawn(async move { flight.get_or_make("topic", || attempt(&made, succeed)).await })
             })
             .collect();
-        for caller in callers {
-            assert_eq!(caller.await.expect("caller"), Ok(1));
-        }
+        futures::future::join_all(callers).await.into_iter().map(|caller| caller.expect("caller")).collect()
+    }
+
+    #[tokio::test]
+    async fn callers_at_once_share_one_attempt_and_its_value_is_kept() {
+        let (flight, made) = (Arc::new(Flight::default()), Arc::new(AtomicUsize::new(0)));
+        assert_eq!(at_once(&flight, &made, 100, true).await, vec![Ok(1); 100]);
         assert_eq!(made.load(Ordering::SeqCst), 1, "one attempt for 100 callers");
         assert_eq!(flight.get("topic"), Some(1));
         assert_eq!(flight.get_or_make("topic", || attempt(&made, true)).await, Ok(1));
@@ -146,17 +156,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_failure_is_shared_by_its_waiters_and_not_kept() {
-        let flight = Arc::new(SingleFlight::<String, usize, String>::default());
-        let made = Arc::new(AtomicUsize::new(0));
-        let callers: Vec<_> = (0..20)
-            .map(|_| {
-                let (flight, made) = (flight.clone(), made.clone());
-                tokio::spawn(async move { flight.get_or_make("topic", || attempt(&made, false)).await })
-            })
-            .collect();
-        for caller in callers {
-            assert_eq!(caller.await.expect("caller"), Err("attempt 1 failed".to_owned()));
-        }
+        let (flight, made) = (Arc::new(Flight::default()), Arc::new(AtomicUsize::new(0)));
+        assert_eq!(at_once(&flight, &made, 20, false).await, vec![Err("attempt 1 failed".to_owned()); 20]);
         assert_eq!(made.load(Ordering::SeqCst), 1, "the waiters do not each try again");
         assert_eq!(flight.get("topic"), None);
         assert_eq!(flight.get_or_make("topic", || attempt(&made, true)).await, Ok(2), "the next caller tries again");
@@ -164,7 +165,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_attempt_goes_on_when_its_first_caller_stops_waiting() {
-        let flight = SingleFlight::<String, usize, String>::default();
+        let flight = Flight::default();
         let made = Arc::new(AtomicUsize::new(0));
         let gave_up =
             tokio::time::timeout(Duration::from_millis(10), flight.get_or_make("topic", || attempt(&made, true)));
