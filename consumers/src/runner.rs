@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::record::{DecodeError, Decoded, Decoder};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sqlx::{PgConnection, PgPool};
 use std::collections::BTreeMap;
@@ -347,6 +347,7 @@ async fn apply_batch<E: Effect>(
     let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let mut outcome = BatchOutcome { received_at_ms: Vec::with_capacity(batch.len()), dead_lettered: 0 };
     let mut records = Vec::with_capacity(batch.len());
+    let mut dead = Vec::new();
     for message in batch {
         match decoder.decode(message).await {
             Ok(record) => {
@@ -367,13 +368,15 @@ async fn apply_batch<E: Effect>(
             }
             Err(DecodeError::Unavailable(reason)) => anyhow::bail!("{reason}"),
             Err(DecodeError::Undecodable(reason)) => {
-                dead_letters.send(message, effect.name(), &reason).await?;
+                dead.push(dead_letters.queue(message, effect.name(), &reason).await?);
                 outcome.dead_lettered += 1;
                 tracing::warn!(consumer = effect.name(), topic = message.topic(), offset = message.offset(), %reason, "record dead-lettered");
             }
         }
         next.insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
     }
+    // The offsets past a dead letter commit only once the broker holds it.
+    acknowledged(dead).await?;
     effect.apply(&mut tx, &records).await?;
     for ((topic, partition), offset) in &next {
         sqlx::query(
@@ -401,8 +404,16 @@ struct DeadLetters<'a> {
 }
 
 impl DeadLetters<'_> {
-    /// Copies `message` to the dead-letter topic and waits for the ack.
-    async fn send(&self, message: &BorrowedMessage<'_>, consumer: &str, reason: &str) -> anyhow::Result<()> {
+    /// Queues a copy of `message` for the dead-letter topic, in the order
+    /// called; the future returned resolves on the broker's ack
+    /// ([`acknowledged`]). A batch's dead letters go out together, not one
+    /// produce round trip (and linger) each.
+    async fn queue(
+        &self,
+        message: &BorrowedMessage<'_>,
+        consumer: &str,
+        reason: &str,
+    ) -> anyhow::Result<DeliveryFuture> {
         self.created.get_or_try_init(|| schemas::topics::ensure_topic(self.brokers, self.topic, 1, &[])).await?;
         let offset = message.offset().to_string();
         let partition = message.partition().to_string();
@@ -417,10 +428,18 @@ impl DeadLetters<'_> {
         if let Some(key) = message.key() {
             record = record.key(key);
         }
-        self.producer
-            .send(record, Duration::from_secs(10))
-            .await
-            .map_err(|(error, _)| anyhow::anyhow!("dead-lettering failed: {error}"))?;
-        Ok(())
+        self.producer.send_result(record).map_err(|(error, _)| anyhow::anyhow!("dead-lettering failed: {error}"))
     }
+}
+
+/// Waits until the broker has acknowledged every dead letter queued.
+async fn acknowledged(queued: Vec<DeliveryFuture>) -> anyhow::Result<()> {
+    for delivery in futures::future::join_all(queued).await {
+        match delivery {
+            Ok(Ok(_)) => {}
+            Ok(Err((error, _))) => anyhow::bail!("dead-lettering failed: {error}"),
+            Err(_) => anyhow::bail!("dead-lettering failed: the producer was closed"),
+        }
+    }
+    Ok(())
 }

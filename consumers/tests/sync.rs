@@ -250,3 +250,42 @@ async fn raw_produce(stack: &Stack, topic: &str, bytes: &[u8]) {
         .await
         .expect("produced");
 }
+
+/// A flood of records that are not Avro (a misconfigured producer writing
+/// to a webhook topic), more than a batch: each is copied to the
+/// dead-letter topic once, in the order read, with where it came from, and
+/// the offsets move past them all.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_bad_records_is_dead_lettered_in_order() {
+    use rdkafka::message::Message;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let stack = Stack::start().await;
+    let topic = "webhooks.stripe.garbage";
+    schemas::topics::ensure_topic(&stack.broker.bootstrap(), topic, 1, &[]).await.expect("topic");
+    let producer: FutureProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", stack.broker.bootstrap()).create().expect("producer");
+    let bodies: Vec<String> = (0..1200).map(|n| format!("not a confluent record {n:04}")).collect();
+    let sends = bodies.iter().map(|body| {
+        producer.send(FutureRecord::<[u8], [u8]>::to(topic).payload(body.as_bytes()), Duration::from_secs(5))
+    });
+    for sent in futures::future::join_all(sends).await {
+        sent.expect("produced");
+    }
+
+    let stored = "SELECT coalesce(max(next_offset), 0) FROM consumer_offsets WHERE consumer = 'sync' AND topic = 'webhooks.stripe.garbage'";
+    run_until(&stack, consumers::sync::Sync, &[(stored, bodies.len() as i64)]).await;
+
+    let dead = bridge_records(&stack, "webhooks.consumer-dead-letter", bodies.len());
+    let copied: Vec<String> =
+        dead.iter().map(|record| String::from_utf8_lossy(record.payload().expect("payload")).into_owned()).collect();
+    assert_eq!(copied, bodies, "each once, in the order read");
+    let offsets: Vec<String> = dead.iter().map(|record| header(record, "dlq_offset").expect("dlq_offset")).collect();
+    assert_eq!(offsets, (0..bodies.len()).map(|n| n.to_string()).collect::<Vec<_>>());
+    assert!(dead.iter().all(|record| header(record, "dlq_topic").as_deref() == Some(topic)));
+}
+
+fn header(record: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> {
+    use rdkafka::message::{Headers, Message};
+    let value = record.headers()?.iter().find(|h| h.key == name)?.value?;
+    Some(String::from_utf8_lossy(value).into_owned())
+}
