@@ -4,8 +4,8 @@
 //! Without it, the first requests of a new event type each made their own:
 //! a bridge started under load (256 connections at once) created an admin
 //! client per request to create one topic (librdkafka threads, broker
-//! connections and ~90 KB of statistics buffers each: 21 MiB at its peak,
-//! BENCHMARKS.md) and registered the same schema as many times.
+//! connections and per-broker latency histograms each: 21 MB of those at
+//! its peak, BENCHMARKS.md) and registered the same schema as many times.
 //!
 //! The callers that ask for a key while it is being made wait for that one
 //! attempt and share its outcome, failure included: under an outage each
