@@ -110,7 +110,10 @@ fn main() -> anyhow::Result<()> {
 fn http_limit_server(listen: &str) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
         let app = axum::Router::new().route("/webhooks/stripe", axum::routing::post(|| async { "ok" }));
-        let listener = tokio::net::TcpListener::bind(listen).await?;
+        // TCP_NODELAY, as the bridge sets it.
+        let listener = axum::serve::ListenerExt::tap_io(tokio::net::TcpListener::bind(listen).await?, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, app).await?;
         Ok(())
     })

@@ -30,6 +30,7 @@ pub mod verify;
 
 use anyhow::Context;
 use app::{App, Clock};
+use axum::serve::ListenerExt;
 use config::Config;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -102,7 +103,18 @@ impl Application {
         tracing::info!(listen = %self.local_addr(), sources = app.sources.len(), tls = app.config.server.tls.is_some(), "bridge serving");
         let router = app::router(app.clone());
         match &app.config.server.tls {
-            None => axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await?,
+            // Answers go out as soon as they are written, not held back by
+            // Nagle's algorithm (the default of Go's net/http and nginx):
+            // 64 connections answered about a fifth more per second for
+            // less CPU per webhook (BENCHMARKS.md).
+            None => {
+                let listener = self.listener.tap_io(|tcp| {
+                    if let Err(error) = tcp.set_nodelay(true) {
+                        tracing::debug!(%error, "could not set TCP_NODELAY on a connection");
+                    }
+                });
+                axum::serve(listener, router).with_graceful_shutdown(shutdown).await?
+            }
             Some(tls) => {
                 let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert_file, &tls.key_file)
                     .await
@@ -119,7 +131,10 @@ impl Application {
                     shutdown.await;
                     stopper.graceful_shutdown(Some(Duration::from_secs(30)));
                 });
-                axum_server::from_tcp_rustls(self.listener.into_std()?, rustls)?
+                let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls)
+                    .acceptor(axum_server::accept::NoDelayAcceptor::new());
+                axum_server::from_tcp(self.listener.into_std()?)?
+                    .acceptor(acceptor)
                     .handle(handle)
                     .serve(router.into_make_service())
                     .await?;
