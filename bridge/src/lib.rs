@@ -105,8 +105,8 @@ impl Application {
         match &app.config.server.tls {
             // Answers go out as soon as they are written, not held back by
             // Nagle's algorithm (the default of Go's net/http and nginx):
-            // 64 connections answered about a fifth more per second for
-            // less CPU per webhook (BENCHMARKS.md).
+            // in the bench's bridge-only runs, 64 connections answered about
+            // a fifth more per second for less CPU per webhook (BENCHMARKS.md).
             None => {
                 let listener = self.listener.tap_io(|tcp| {
                     if let Err(error) = tcp.set_nodelay(true) {
