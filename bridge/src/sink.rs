@@ -8,8 +8,7 @@ use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
-use schemas::single_flight::SingleFlight;
-use schemas::topics::TopicError;
+use schemas::topics::KnownTopics;
 use std::time::Duration;
 
 /// Where a record landed.
@@ -40,16 +39,13 @@ pub enum SinkError {
 /// The producer and the topics known to exist.
 pub struct KafkaSink {
     producer: FutureProducer,
-    brokers: String,
     partitions: i32,
-    /// Each topic is created once, by one admin client, however many
-    /// requests of a new event type arrive at once.
-    topics: SingleFlight<String, (), TopicError>,
+    topics: KnownTopics,
 }
 
 impl std::fmt::Debug for KafkaSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaSink").field("brokers", &self.brokers).finish_non_exhaustive()
+        f.debug_struct("KafkaSink").field("brokers", &self.topics.brokers()).finish_non_exhaustive()
     }
 }
 
@@ -90,23 +86,14 @@ impl KafkaSink {
     /// A producer for `config`; records stay queued for at least 5 minutes (or `ack_timeout`).
     pub fn new(config: &KafkaConfig, ack_timeout: Duration) -> Result<Self, SinkError> {
         let producer = producer_config(config, ack_timeout).create().map_err(|e| SinkError::Refused(e.to_string()))?;
-        Ok(Self {
-            producer,
-            brokers: config.brokers.clone(),
-            partitions: config.partitions,
-            topics: SingleFlight::default(),
-        })
+        Ok(Self { producer, partitions: config.partitions, topics: KnownTopics::new(&config.brokers) })
     }
 
     /// Creates `topic` (with the configured partitions) unless it is known
     /// to exist; the requests that ask while it is being created wait for
     /// that creation.
     pub async fn ensure_topic(&self, topic: &str) -> Result<(), SinkError> {
-        let create = || {
-            let (brokers, topic, partitions) = (self.brokers.clone(), topic.to_owned(), self.partitions);
-            async move { schemas::topics::ensure_topic(&brokers, &topic, partitions, &[]).await }
-        };
-        Ok(self.topics.get_or_make(topic, create).await?)
+        Ok(self.topics.ensure(topic, self.partitions).await?)
     }
 
     /// Produces one record and waits for the broker's acknowledgement, at most `deadline`.

@@ -177,9 +177,8 @@ pub async fn run_observed<E: Effect>(
     let decoder = Decoder::new(&config.registry.url);
     let dead_letters = DeadLetters {
         producer: &producer,
-        brokers: &config.kafka.brokers,
+        topics: schemas::topics::KnownTopics::new(&config.kafka.brokers),
         topic: &config.kafka.dead_letter_topic,
-        created: tokio::sync::OnceCell::new(),
     };
     let mut assigned: Vec<(String, i32)> = Vec::new();
     let mut last_refresh = Instant::now() - Duration::from_secs(60);
@@ -396,11 +395,10 @@ async fn apply_batch<E: Effect>(
 
 struct DeadLetters<'a> {
     producer: &'a FutureProducer,
-    brokers: &'a str,
+    /// The dead-letter topic is created before the first dead letter, not
+    /// before each.
+    topics: schemas::topics::KnownTopics,
     topic: &'a str,
-    /// The topic is created (by an admin client of its own) before the
-    /// first dead letter, not before each.
-    created: tokio::sync::OnceCell<()>,
 }
 
 impl DeadLetters<'_> {
@@ -414,7 +412,7 @@ impl DeadLetters<'_> {
         consumer: &str,
         reason: &str,
     ) -> anyhow::Result<DeliveryFuture> {
-        self.created.get_or_try_init(|| schemas::topics::ensure_topic(self.brokers, self.topic, 1, &[])).await?;
+        self.topics.ensure(self.topic, 1).await?;
         let offset = message.offset().to_string();
         let partition = message.partition().to_string();
         let headers = OwnedHeaders::new()

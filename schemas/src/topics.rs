@@ -4,6 +4,7 @@
 //! Brokers that do not create topics on first use (tansu 0.6, or Kafka with
 //! `auto.create.topics.enable=false`) need this before the first produce.
 
+use crate::single_flight::SingleFlight;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -50,6 +51,39 @@ pub async fn ensure_topic(
         }
     }
     Ok(())
+}
+
+/// The topics of one cluster this process has created (or found), each
+/// created once, by one admin client, however many ask for it at once
+/// ([`SingleFlight`]): the first webhooks of a new event type, the first
+/// dead letters of a batch.
+#[derive(Debug)]
+pub struct KnownTopics {
+    brokers: String,
+    created: SingleFlight<String, (), TopicError>,
+}
+
+impl KnownTopics {
+    /// The topics of the cluster at `brokers`, none known yet.
+    pub fn new(brokers: &str) -> Self {
+        Self { brokers: brokers.to_owned(), created: SingleFlight::default() }
+    }
+
+    /// The bootstrap servers.
+    pub fn brokers(&self) -> &str {
+        &self.brokers
+    }
+
+    /// Creates `topic` with `partitions` partitions unless it is known to
+    /// exist; callers that ask while it is being created wait for that
+    /// creation.
+    pub async fn ensure(&self, topic: &str, partitions: i32) -> Result<(), TopicError> {
+        let create = || {
+            let (brokers, topic) = (self.brokers.clone(), topic.to_owned());
+            async move { ensure_topic(&brokers, &topic, partitions, &[]).await }
+        };
+        self.created.get_or_make(topic, create).await
+    }
 }
 
 /// How long a reader that has reached a partition's high watermark waits
