@@ -176,11 +176,19 @@ struct Load {
     errors: usize,
     /// Of the errors, answers 503 (refused at once under overload).
     unavailable: usize,
+    /// Open loops: when the slow answers were scheduled.
+    slow: SlowAnswers,
 }
 
 impl Load {
     fn empty() -> Self {
-        Self { elapsed: Duration::ZERO, latencies_us: Vec::new(), errors: 0, unavailable: 0 }
+        Self {
+            elapsed: Duration::ZERO,
+            latencies_us: Vec::new(),
+            errors: 0,
+            unavailable: 0,
+            slow: SlowAnswers::default(),
+        }
     }
 
     /// Counts one answer that took `latency_us`.
@@ -208,6 +216,54 @@ impl Load {
             errors: self.errors,
             ..Default::default()
         }
+    }
+}
+
+/// Where an open loop's answers over the p99 target fell in its schedule,
+/// by windows of 100 ms: a p99 made by one stall (of the broker, of the
+/// machine) reads differently from one made by steady queueing.
+#[derive(Debug, Default)]
+struct SlowAnswers {
+    answers: usize,
+    /// The number of windows the schedule spans.
+    windows: u64,
+    /// Per window with slow answers: how many, and the slowest (µs).
+    by_window: std::collections::BTreeMap<u64, (usize, u64)>,
+}
+
+impl SlowAnswers {
+    /// The p99 target of issue 7 at half of peak.
+    const SLOW_US: u64 = 10_000;
+    const WINDOW_US: u64 = 100_000;
+
+    /// Counts the answer to the request scheduled `scheduled_us` after the start.
+    fn add(&mut self, scheduled_us: u64, latency_us: u64) {
+        let window = scheduled_us / Self::WINDOW_US;
+        self.answers += 1;
+        self.windows = self.windows.max(window + 1);
+        if latency_us > Self::SLOW_US {
+            let (count, slowest) = self.by_window.entry(window).or_default();
+            *count += 1;
+            *slowest = (*slowest).max(latency_us);
+        }
+    }
+
+    /// One line: how many answers were slow, in how many windows, and the worst window.
+    fn line(&self, name: &str) -> String {
+        let slow: usize = self.by_window.values().map(|(count, _)| count).sum();
+        let Some((window, (count, slowest))) = self.by_window.iter().max_by_key(|(_, (count, _))| *count) else {
+            return format!("{name}: none of {} answers over 10 ms", self.answers);
+        };
+        format!(
+            "{name}: {slow} of {} answers over 10 ms ({:.2} %), in {} of {} windows of 100 ms; the worst, at {:.1} s, held {count} of them ({:.0} %), the slowest {:.1} ms",
+            self.answers,
+            100.0 * slow as f64 / self.answers.max(1) as f64,
+            self.by_window.len(),
+            self.windows,
+            (window * Self::WINDOW_US) as f64 / 1e6,
+            100.0 * *count as f64 / slow as f64,
+            *slowest as f64 / 1000.0,
+        )
     }
 }
 
@@ -339,9 +395,10 @@ where
         }));
     }
     let mut load = Load::empty();
-    for task in tasks {
+    for (i, task) in tasks.into_iter().enumerate() {
         if let Ok((latency, status)) = task.await {
             load.record(latency, status);
+            load.slow.add((i as f64 * 1e6 / per_second) as u64, latency);
         }
     }
     load.elapsed = started.elapsed();
@@ -670,6 +727,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let metrics_after = scrape(&metrics_url).await;
     let half_split = BridgeHistograms::parse(&metrics_after).since(&histograms_before).line();
     let dedup_view = dedup_view_line(&metrics_after, bridge.pid(), narrow);
+    let mut slow_lines = vec![half.slow.line("half of peak, the bridge")];
     runs.push(Measured {
         cpu_us_per_request: Some(cpu_us(ticks, half_count)),
         ..half.row("bridge at half of peak (open loop)", half_count)
@@ -684,11 +742,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             paced(half_count, half_rate, producing(&limits.producer, KAFKA_TOPIC, half_records)),
         )
         .await;
+        slow_lines.push(half.slow.line("the Kafka limit at that rate"));
         runs.push(Measured {
             cpu_us_per_request: Some(cpu_us(ticks, half_count)),
             ..half.row("Kafka limit at the bridge's half-peak rate (open loop)", half_count)
         });
         let baseline = open_loop(&limits.http.url, events.take(half_count), half_rate).await;
+        slow_lines.push(baseline.slow.line("the HTTP limit at that rate"));
         runs.push(baseline.row("HTTP limit at the bridge's half-peak rate (open loop)", half_count));
     }
     drop(limits);
@@ -710,6 +770,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     print_table(&runs, &cli);
     println!("{half_split}");
+    for line in slow_lines {
+        println!("{line}");
+    }
     println!("{dedup_view}");
     println!(
         "cold start: the first {WARM_UP} webhooks to a fresh bridge from {wide} connections: answered in {:.0} ms, \
