@@ -95,6 +95,8 @@ struct Measured {
     p50_ms: f64,
     p99_ms: f64,
     cpu_us_per_request: Option<f64>,
+    /// The load generator's own CPU per request (closed-loop HTTP runs).
+    generator_cpu_us_per_request: Option<f64>,
     peak_rss_mib: Option<f64>,
     errors: usize,
 }
@@ -535,6 +537,20 @@ async fn ticks_during<T>(pid: u32, work: impl std::future::Future<Output = T>) -
     (output, after.saturating_sub(before))
 }
 
+/// CPU ticks of this process alone: the load generator, the bare producer
+/// and the registry, without the children it started (the broker, the
+/// bridges, the HTTP-limit server, the peer).
+fn own_ticks() -> u64 {
+    proc_stats(std::process::id()).map_or(0, |(ticks, _)| ticks)
+}
+
+/// Runs `work`; with it, the CPU ticks this process alone spent meanwhile.
+async fn own_ticks_during<T>(work: impl std::future::Future<Output = T>) -> (T, u64) {
+    let before = own_ticks();
+    let output = work.await;
+    (output, own_ticks().saturating_sub(before))
+}
+
 /// One closed-loop run of `bodies` against the server whose process tree is `pid`.
 async fn measure_server(
     name: &str,
@@ -544,11 +560,13 @@ async fn measure_server(
     concurrency: usize,
 ) -> Measured {
     let requests = bodies.len();
-    let (load, ticks) = ticks_during(pid, closed_loop(url, bodies, concurrency)).await;
+    let ((load, ticks), generator_ticks) =
+        own_ticks_during(ticks_during(pid, closed_loop(url, bodies, concurrency))).await;
     let (_, rss_kib) = tree_stats(pid);
     Measured {
         concurrency,
         cpu_us_per_request: Some(cpu_us(ticks, requests)),
+        generator_cpu_us_per_request: Some(cpu_us(generator_ticks, requests)),
         peak_rss_mib: Some(rss_kib as f64 / 1024.0),
         ..load.row(name, requests)
     }
@@ -737,11 +755,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         // from its scheduled send; then the latency the load generator adds
         // by itself, against a server that does nothing.
         let half_records = Arc::new(records.iter().cycle().take(half_count).cloned().collect());
-        let (half, ticks) = ticks_during(
-            std::process::id(),
-            paced(half_count, half_rate, producing(&limits.producer, KAFKA_TOPIC, half_records)),
-        )
-        .await;
+        let (half, ticks) =
+            own_ticks_during(paced(half_count, half_rate, producing(&limits.producer, KAFKA_TOPIC, half_records)))
+                .await;
         slow_lines.push(half.slow.line("the Kafka limit at that rate"));
         runs.push(Measured {
             cpu_us_per_request: Some(cpu_us(ticks, half_count)),
@@ -857,14 +873,12 @@ impl Limits {
 
     /// The Kafka limit: the bridge's own records (read back from its topic)
     /// re-sent by the bare producer, `depth` of them in flight at a time. Its
-    /// CPU per record is this process's during the run.
+    /// CPU per record is this process's alone during the run (not the
+    /// broker's, a child of it).
     async fn kafka(&self, records: &Arc<Vec<(Vec<u8>, Vec<u8>)>>, depth: usize) -> Measured {
         let count = records.len();
-        let (load, ticks) = ticks_during(
-            std::process::id(),
-            unpaced(count, depth, producing(&self.producer, KAFKA_TOPIC, records.clone())),
-        )
-        .await;
+        let (load, ticks) =
+            own_ticks_during(unpaced(count, depth, producing(&self.producer, KAFKA_TOPIC, records.clone()))).await;
         Measured { concurrency: depth, cpu_us_per_request: Some(cpu_us(ticks, count)), ..load.row(KAFKA, count) }
     }
 }
@@ -1023,6 +1037,11 @@ fn summarise(runs: &[Measured]) -> Vec<Summary> {
                         .map(|r| r.cpu_us_per_request)
                         .collect::<Option<Vec<_>>>()
                         .map(|cpu| median(cpu.into_iter())),
+                    generator_cpu_us_per_request: of
+                        .iter()
+                        .map(|r| r.generator_cpu_us_per_request)
+                        .collect::<Option<Vec<_>>>()
+                        .map(|cpu| median(cpu.into_iter())),
                     peak_rss_mib: of.iter().filter_map(|r| r.peak_rss_mib).reduce(f64::max),
                     errors: of.iter().map(|r| r.errors).sum(),
                 },
@@ -1117,6 +1136,16 @@ fn print_table(runs: &[Measured], cli: &Cli) {
     println!("bridge (best) / Kafka limit (best): {}", ratios_line(&to_kafka));
     println!("bridge (best) / HTTP limit: {}", ratios_line(&to_http));
     println!("bridge / Python peer, both at {} connections: {}", cli.concurrency, ratios_line(&to_peer));
+    let generator: Vec<String> = summaries
+        .iter()
+        .filter_map(|s| Some((s, s.row.generator_cpu_us_per_request?)))
+        .map(|(s, cpu)| {
+            format!("{cpu:.1} against the {} at {}", s.row.name.split(" (").next().unwrap_or(""), s.row.concurrency)
+        })
+        .collect();
+    if !generator.is_empty() {
+        println!("load generator (this process, on the same cores), CPU µs per request: {}", generator.join(", "));
+    }
 
     let find = |name: &str, concurrency: usize| {
         summaries.iter().find(|s| s.row.name == name && (concurrency == 0 || s.row.concurrency == concurrency))
