@@ -29,6 +29,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod http1;
+
 #[derive(Debug, Parser)]
 struct Cli {
     /// Requests per measured run.
@@ -277,26 +279,9 @@ fn percentile(sorted: &[u64], q: f64) -> f64 {
     sorted[index] as f64 / 1000.0
 }
 
-/// POSTs one signed webhook; the answer's status (0 when there was none).
-async fn post_signed(client: &reqwest::Client, url: &str, body: &[u8], signature: &str) -> u16 {
-    client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("stripe-signature", signature)
-        .body(body.to_vec())
-        .send()
-        .await
-        .map_or(0, |r| r.status().as_u16())
-}
-
 /// Sends `bodies` to `url` from `concurrency` connections, as fast as answered.
 async fn closed_loop(url: &str, bodies: Arc<Vec<(Vec<u8>, String)>>, concurrency: usize) -> Load {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap_or_default();
-    unpaced(bodies.len(), concurrency, posting(client, url, bodies)).await
+    unpaced(bodies.len(), concurrency, posting(url, bodies)).await
 }
 
 /// Runs `send(i)` for i in `0..count` from `concurrency` workers, each
@@ -336,22 +321,22 @@ where
 
 /// Sends `bodies` at a fixed rate (open loop), measuring each answer from its scheduled start.
 async fn open_loop(url: &str, bodies: Arc<Vec<(Vec<u8>, String)>>, per_second: f64) -> Load {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap_or_default();
-    paced(bodies.len(), per_second, posting(client, url, bodies)).await
+    paced(bodies.len(), per_second, posting(url, bodies)).await
 }
 
-/// `send(i)` for the HTTP loops: posts signed body `i`, the answer's status.
+/// `send(i)` for the HTTP loops: posts signed body `i`, the answer's status
+/// (0 when there was none).
 fn posting(
-    client: reqwest::Client,
     url: &str,
     bodies: Arc<Vec<(Vec<u8>, String)>>,
 ) -> impl Fn(usize) -> std::pin::Pin<Box<dyn std::future::Future<Output = u16> + Send>> + Send + Sync + 'static {
-    let url: Arc<str> = url.into();
+    // The bench's own servers, all at http://127.0.0.1:port/...
+    let client = Arc::new(http1::Client::new(url).expect("the bench's servers listen on http://ip:port"));
     move |i| {
-        let (client, bodies, url) = (client.clone(), bodies.clone(), url.clone());
+        let (client, bodies) = (client.clone(), bodies.clone());
         Box::pin(async move {
             let (body, signature) = &bodies[i];
-            post_signed(&client, &url, body, signature).await
+            client.post(body, signature).await
         })
     }
 }
