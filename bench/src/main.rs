@@ -114,8 +114,9 @@ fn main() -> anyhow::Result<()> {
 fn http_limit_server(listen: &str) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
         let app = axum::Router::new().route("/webhooks/stripe", axum::routing::post(|| async { "ok" }));
-        // TCP_NODELAY, as the bridge sets it.
-        let listener = axum::serve::ListenerExt::tap_io(tokio::net::TcpListener::bind(listen).await?, |tcp| {
+        // The bridge's accept queue and TCP_NODELAY, as the bridge sets them.
+        let address = listen.parse().with_context(|| format!("{listen}: not an ip:port"))?;
+        let listener = axum::serve::ListenerExt::tap_io(bridge::listen(address)?, |tcp| {
             let _ = tcp.set_nodelay(true);
         });
         axum::serve(listener, app).await?;
