@@ -885,7 +885,8 @@ async fn start_peer(
     let peer = Running {
         process: KilledGroup::spawn(
             Command::new(python)
-                .args(["-m", "uvicorn", "peer:app", "--workers", "2", "--log-level", "warning", "--host", "127.0.0.1"])
+                // uvicorn with TCP_NODELAY on its workers' connections (serve_peer.py).
+                .args(["serve_peer.py", "peer:app", "--workers", "2", "--log-level", "warning", "--host", "127.0.0.1"])
                 .args(["--port", &peer_port.to_string()])
                 .current_dir(root.join("bench"))
                 .env("PEER_BROKERS", brokers)
