@@ -1,7 +1,8 @@
 """A do-it-yourself webhook receiver, as a team would write it without the
 bridge: Starlette + uvicorn, hmac for Stripe's signature, fastavro for the
 same envelope schema, confluent-kafka (acks=all, idempotent) for Kafka, and
-a 200 only after the delivery report. Run by `scripts/bench`.
+a 200 only after the delivery report. Run by `scripts/bench`, through
+`serve_peer.py` (uvicorn, 2 workers, TCP_NODELAY on their connections).
 
 Environment: PEER_BROKERS, PEER_TOPIC, PEER_SCHEMA (file with the registered
 envelope schema), PEER_SCHEMA_ID, PEER_SECRET.
