@@ -116,7 +116,7 @@ fn http_limit_server(listen: &str) -> anyhow::Result<()> {
         let app = axum::Router::new().route("/webhooks/stripe", axum::routing::post(|| async { "ok" }));
         // The bridge's accept queue and TCP_NODELAY, as the bridge sets them.
         let address = listen.parse().with_context(|| format!("{listen}: not an ip:port"))?;
-        let listener = axum::serve::ListenerExt::tap_io(bridge::listen(address)?, |tcp| {
+        let listener = axum::serve::ListenerExt::tap_io(schemas::net::listen(address)?, |tcp| {
             let _ = tcp.set_nodelay(true);
         });
         axum::serve(listener, app).await?;

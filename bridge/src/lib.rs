@@ -53,8 +53,8 @@ impl Application {
     pub async fn build_with_clock(config: Config, clock: Clock) -> anyhow::Result<Self> {
         let listen = config.server.listen;
         let app = App::build(config, clock).await?;
-        let listener =
-            self::listen(listen).with_context(|| format!("binding {listen}; is another process using the port?"))?;
+        let listener = schemas::net::listen(listen)
+            .with_context(|| format!("binding {listen}; is another process using the port?"))?;
         Ok(Self { listener, app })
     }
 
@@ -146,24 +146,6 @@ impl Application {
     }
 }
 
-/// The accept queue the bridge asks of the kernel: as long as it allows
-/// (`net.core.somaxconn`, 4096 on current Linux), as Go's net package does.
-/// tokio's `TcpListener::bind` leaves std's 128, and the kernel does not
-/// refuse the connections beyond a full queue: it drops their SYNs, so a
-/// burst of a provider's deliveries on new connections (a retry storm after
-/// an outage, a mass event) waits a second for each retransmission.
-const LISTEN_BACKLOG: u32 = i32::MAX as u32;
-
-/// Binds `address` (`SO_REUSEADDR`, as tokio's `bind`) with the bridge's
-/// accept queue ([`LISTEN_BACKLOG`]); the benchmark's HTTP-limit server
-/// listens the same way.
-pub fn listen(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-    socket.set_reuseaddr(true)?;
-    socket.bind(address)?;
-    socket.listen(LISTEN_BACKLOG)
-}
-
 /// Resolves on SIGTERM or Ctrl-C: what every service of the project stops on.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -179,25 +161,4 @@ pub async fn shutdown_signal() {
     };
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
     tracing::info!("shutdown requested: finishing in-flight work");
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    /// More connections at once than std's backlog of 128, none accepted
-    /// yet: every handshake completes, none waits on a dropped SYN.
-    #[tokio::test]
-    async fn a_burst_of_new_connections_beyond_128_is_queued_not_dropped() {
-        let listener = super::listen(([127, 0, 0, 1], 0).into()).expect("listen");
-        let address = listener.local_addr().expect("address");
-        let connects =
-            (0..300).map(|_| tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(address)));
-        let connected =
-            futures::future::join_all(connects).await.into_iter().filter(|c| matches!(c, Ok(Ok(_)))).count();
-        assert_eq!(
-            connected, 300,
-            "connections completed before the first accept (a dropped SYN is retried after 1 s)"
-        );
-    }
 }

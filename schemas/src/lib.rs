@@ -16,6 +16,7 @@ pub mod client;
 pub mod compat;
 pub mod doc;
 pub mod envelope;
+pub mod net;
 pub mod registry;
 pub mod single_flight;
 pub mod topics;

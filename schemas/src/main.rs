@@ -75,8 +75,7 @@ async fn serve(listen: SocketAddr, brokers: &str, topic: &str) -> anyhow::Result
             .await
             .with_context(|| format!("opening the registry log '{topic}' on {brokers}"))?,
     );
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
+    let listener = schemas::net::listen(listen)
         .with_context(|| format!("binding {listen}; is another process using the port?"))?;
     tracing::info!(%listen, brokers, topic, "schema registry serving");
     axum::serve(listener, api::router(registry.clone())).with_graceful_shutdown(shutdown_signal()).await?;

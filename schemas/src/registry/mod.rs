@@ -548,7 +548,7 @@ impl RunningRegistry {
     /// Serves an opened registry on `listen`.
     pub async fn serve(registry: Registry, listen: std::net::SocketAddr) -> anyhow::Result<Self> {
         let registry = Arc::new(registry);
-        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let listener = crate::net::listen(listen)?;
         let addr = listener.local_addr()?;
         let app = api::router(registry.clone());
         let task = tokio::spawn(async move {
