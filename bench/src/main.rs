@@ -374,19 +374,20 @@ where
     let started = tokio::time::Instant::now();
     let mut tasks = Vec::with_capacity(count);
     for i in 0..count {
-        let at = started + Duration::from_secs_f64(i as f64 / per_second);
+        let scheduled = Duration::from_secs_f64(i as f64 / per_second);
+        let at = started + scheduled;
         tokio::time::sleep_until(at).await;
         let sending = send(i);
         tasks.push(tokio::spawn(async move {
             let status = sending.await;
-            (at.elapsed().as_micros() as u64, status)
+            (scheduled, at.elapsed().as_micros() as u64, status)
         }));
     }
     let mut load = Load::empty();
-    for (i, task) in tasks.into_iter().enumerate() {
-        if let Ok((latency, status)) = task.await {
+    for task in tasks {
+        if let Ok((scheduled, latency, status)) = task.await {
             load.record(latency, status);
-            load.slow.add((i as f64 * 1e6 / per_second) as u64, latency);
+            load.slow.add(scheduled.as_micros() as u64, latency);
         }
     }
     load.elapsed = started.elapsed();
