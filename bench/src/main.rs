@@ -1010,6 +1010,10 @@ fn summarise(runs: &[Measured]) -> Vec<Summary> {
         .map(|(name, concurrency)| {
             let of: Vec<&Measured> = runs.iter().filter(|r| r.name == name && r.concurrency == concurrency).collect();
             let median_of = |figure: fn(&Measured) -> f64| median(of.iter().map(|r| figure(r)));
+            // A figure some scenarios lack: the median if every run has it.
+            let median_of_all = |figure: fn(&Measured) -> Option<f64>| {
+                of.iter().map(|r| figure(r)).collect::<Option<Vec<_>>>().map(|all| median(all.into_iter()))
+            };
             let per_second = of.iter().map(|r| r.per_second);
             Summary {
                 row: Measured {
@@ -1020,16 +1024,8 @@ fn summarise(runs: &[Measured]) -> Vec<Summary> {
                     per_second: median_of(|r| r.per_second),
                     p50_ms: median_of(|r| r.p50_ms),
                     p99_ms: median_of(|r| r.p99_ms),
-                    cpu_us_per_request: of
-                        .iter()
-                        .map(|r| r.cpu_us_per_request)
-                        .collect::<Option<Vec<_>>>()
-                        .map(|cpu| median(cpu.into_iter())),
-                    generator_cpu_us_per_request: of
-                        .iter()
-                        .map(|r| r.generator_cpu_us_per_request)
-                        .collect::<Option<Vec<_>>>()
-                        .map(|cpu| median(cpu.into_iter())),
+                    cpu_us_per_request: median_of_all(|r| r.cpu_us_per_request),
+                    generator_cpu_us_per_request: median_of_all(|r| r.generator_cpu_us_per_request),
                     peak_rss_mib: of.iter().filter_map(|r| r.peak_rss_mib).reduce(f64::max),
                     errors: of.iter().map(|r| r.errors).sum(),
                 },
