@@ -43,6 +43,15 @@ impl Client {
         Ok(Self { address, head, idle: Mutex::new(Vec::new()) })
     }
 
+    /// Opens `count` connections into the pool, as wrk2 does before its
+    /// schedule starts: an open loop measures the server at a steady rate,
+    /// not the handshakes of its first milliseconds.
+    pub(crate) async fn connect(&self, count: usize) -> std::io::Result<()> {
+        let opened = futures::future::try_join_all((0..count).map(|_| Connection::open(self.address))).await?;
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).extend(opened);
+        Ok(())
+    }
+
     /// POSTs `body` with its `Stripe-Signature`; the answer's status, 0 when there was none.
     pub(crate) async fn post(&self, body: &[u8], signature: &str) -> u16 {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
@@ -131,7 +140,8 @@ mod tests {
     use super::*;
 
     /// Against a real axum server: the status, keep-alive across requests,
-    /// and a refused connection counted as no answer.
+    /// connections opened ahead and used, and a refused connection counted
+    /// as no answer.
     #[tokio::test]
     async fn posts_over_one_kept_connection_and_reads_each_status() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -155,9 +165,15 @@ mod tests {
         assert_eq!(client.post(b"{\"id\":2}", "t=1,v1=ab").await, 400);
         assert_eq!(client.idle.lock().expect("pool").len(), 1, "one connection, kept between requests");
 
+        let warmed = Client::new(&format!("http://{address}/webhooks/stripe")).expect("client");
+        warmed.connect(3).await.expect("connections opened before the first request");
+        assert_eq!(warmed.post(b"{\"id\":1}", "t=1,v1=ab").await, 200);
+        assert_eq!(warmed.idle.lock().expect("pool").len(), 3, "the request took an opened connection, not a fourth");
+
         server.abort();
         let _ = server.await;
         let closed = Client::new(&format!("http://{address}/webhooks/stripe")).expect("client");
         assert_eq!(closed.post(b"{}", "t=1,v1=ab").await, 0, "nothing listens any more");
+        assert!(closed.connect(1).await.is_err(), "nothing to connect to");
     }
 }

@@ -23,6 +23,7 @@ use anyhow::Context;
 use clap::Parser;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -282,7 +283,12 @@ fn percentile(sorted: &[u64], q: f64) -> f64 {
 
 /// Sends `bodies` to `url` from `concurrency` connections, as fast as answered.
 async fn closed_loop(url: &str, bodies: Arc<Vec<(Vec<u8>, String)>>, concurrency: usize) -> Load {
-    unpaced(bodies.len(), concurrency, posting(url, bodies)).await
+    unpaced(bodies.len(), concurrency, posting(client(url), bodies)).await
+}
+
+/// A load generator's client for one of the bench's own servers (all at `http://127.0.0.1:port/...`).
+fn client(url: &str) -> Arc<http1::Client> {
+    Arc::new(http1::Client::new(url).expect("the bench's servers listen on http://ip:port"))
 }
 
 /// Runs `send(i)` for i in `0..count` from `concurrency` workers, each
@@ -320,19 +326,25 @@ where
     load
 }
 
-/// Sends `bodies` at a fixed rate (open loop), measuring each answer from its scheduled start.
-async fn open_loop(url: &str, bodies: Arc<Vec<(Vec<u8>, String)>>, per_second: f64) -> Load {
-    paced(bodies.len(), per_second, posting(url, bodies)).await
+/// Sends `bodies` at a fixed rate (open loop), measuring each answer from
+/// its scheduled start, over `connections` opened before the first (more
+/// are opened if that many are all busy).
+async fn open_loop(url: &str, bodies: Arc<Vec<(Vec<u8>, String)>>, per_second: f64, connections: usize) -> Load {
+    let client = client(url);
+    if let Err(error) = client.connect(connections).await {
+        eprintln!(
+            "  could not open {connections} connections to {url} before the open loop ({error}); opening them on demand"
+        );
+    }
+    paced(bodies.len(), per_second, posting(client, bodies)).await
 }
 
 /// `send(i)` for the HTTP loops: posts signed body `i`, the answer's status
 /// (0 when there was none).
 fn posting(
-    url: &str,
+    client: Arc<http1::Client>,
     bodies: Arc<Vec<(Vec<u8>, String)>>,
 ) -> impl Fn(usize) -> std::pin::Pin<Box<dyn std::future::Future<Output = u16> + Send>> + Send + Sync + 'static {
-    // The bench's own servers, all at http://127.0.0.1:port/...
-    let client = Arc::new(http1::Client::new(url).expect("the bench's servers listen on http://ip:port"));
     move |i| {
         let (client, bodies) = (client.clone(), bodies.clone());
         Box::pin(async move {
@@ -484,11 +496,15 @@ impl BridgeHistograms {
     }
 }
 
+/// The CPU ticks (user + system) in a `/proc/.../stat` line.
+fn stat_ticks(stat: &str) -> Option<u64> {
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
 /// CPU ticks (user + system) and peak RSS (KiB) of a process.
 fn proc_stats(pid: u32) -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let ticks = stat_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let hwm = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
     Some((ticks, hwm))
@@ -503,6 +519,52 @@ fn process_tree(pid: u32) -> Vec<u32> {
         }
     }
     pids
+}
+
+/// What a thread of the bridge is, by its name (`comm`).
+fn thread_group(comm: &str) -> &'static str {
+    match comm {
+        "tokio-rt-worker" => "tokio workers",
+        // rdkafka's "producer polling thread", cut to 15 bytes by the kernel.
+        "producer pollin" => "delivery reports",
+        comm if comm.starts_with("rdk:broker") => "librdkafka brokers",
+        comm if comm.starts_with("rdk:") => "librdkafka main",
+        _ => "other",
+    }
+}
+
+/// CPU ticks of a process's threads (not its children's), by [`thread_group`].
+#[derive(Debug, Default)]
+struct ThreadTicks(BTreeMap<&'static str, u64>);
+
+impl ThreadTicks {
+    fn of(pid: u32) -> Self {
+        let mut ticks = BTreeMap::new();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+            let read = |name: &str| std::fs::read_to_string(task.path().join(name)).ok();
+            if let (Some(comm), Some(spent)) = (read("comm"), read("stat").as_deref().and_then(stat_ticks)) {
+                *ticks.entry(thread_group(comm.trim())).or_default() += spent;
+            }
+        }
+        Self(ticks)
+    }
+
+    /// Adds what was spent between `before` and `after` (a thread that ended meanwhile is not counted).
+    fn add_between(&mut self, before: &Self, after: &Self) {
+        for (group, spent) in &after.0 {
+            *self.0.entry(group).or_default() += spent.saturating_sub(before.0.get(group).copied().unwrap_or(0));
+        }
+    }
+
+    /// `label`: CPU µs per request of each group, the largest first.
+    fn line(&self, label: &str, requests: usize) -> String {
+        let mut groups: Vec<(&str, u64)> =
+            self.0.iter().filter(|(_, ticks)| **ticks > 0).map(|(group, ticks)| (*group, *ticks)).collect();
+        groups.sort_by_key(|(_, ticks)| std::cmp::Reverse(*ticks));
+        let parts: Vec<String> =
+            groups.iter().map(|(group, ticks)| format!("{group} {:.1}", cpu_us(*ticks, requests))).collect();
+        format!("{label}, CPU µs per webhook by thread: {}", parts.join(", "))
+    }
 }
 
 fn tree_stats(pid: u32) -> (u64, u64) {
@@ -695,12 +757,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     let mut runs = Vec::new();
     let mut records = Arc::new(Vec::new());
+    // Where the bridge's CPU goes at `narrow` connections, all rounds together.
+    let mut narrow_threads = ThreadTicks::default();
     for round in 1..=rounds {
         eprintln!("▶ round {round} of {rounds}");
-        let mut ran = vec![
-            measure_server(BRIDGE, &bridge.url, bridge.pid(), events.take(cli.requests), narrow).await,
-            measure_server(BRIDGE, &wide_bridge.url, wide_bridge.pid(), events.take(cli.requests), wide).await,
-        ];
+        let threads_before = ThreadTicks::of(bridge.pid());
+        let mut ran = vec![measure_server(BRIDGE, &bridge.url, bridge.pid(), events.take(cli.requests), narrow).await];
+        narrow_threads.add_between(&threads_before, &ThreadTicks::of(bridge.pid()));
+        ran.push(measure_server(BRIDGE, &wide_bridge.url, wide_bridge.pid(), events.take(cli.requests), wide).await);
         if let Some(limits) = &limits {
             if records.is_empty() {
                 records = Arc::new(read_records(&brokers, topic, cli.requests)?);
@@ -728,7 +792,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     eprintln!("▶ bridge at half its peak rate ({half_rate:.0}/s)");
     let metrics_url = bridge.url.replace("/webhooks/stripe", "/metrics");
     let histograms_before = BridgeHistograms::parse(&scrape(&metrics_url).await);
-    let (half, ticks) = ticks_during(bridge.pid(), open_loop(&bridge.url, events.take(half_count), half_rate)).await;
+    let threads_before = ThreadTicks::of(bridge.pid());
+    let (half, ticks) =
+        ticks_during(bridge.pid(), open_loop(&bridge.url, events.take(half_count), half_rate, narrow)).await;
+    let mut half_threads = ThreadTicks::default();
+    half_threads.add_between(&threads_before, &ThreadTicks::of(bridge.pid()));
+    let thread_lines = [
+        narrow_threads.line(&format!("the bridge at {narrow} connections (all rounds)"), cli.requests * rounds),
+        half_threads.line("the bridge at half of peak", half_count),
+    ];
     let metrics_after = scrape(&metrics_url).await;
     let half_split = BridgeHistograms::parse(&metrics_after).since(&histograms_before).line();
     let dedup_view = dedup_view_line(&metrics_after, bridge.pid(), narrow);
@@ -750,7 +822,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cpu_us_per_request: Some(cpu_us(ticks, half_count)),
             ..half.row("Kafka limit at the bridge's half-peak rate (open loop)", half_count)
         });
-        let baseline = open_loop(&limits.http.url, events.take(half_count), half_rate).await;
+        let baseline = open_loop(&limits.http.url, events.take(half_count), half_rate, narrow).await;
         slow_lines.push(baseline.slow.line("the HTTP limit at that rate"));
         runs.push(baseline.row("HTTP limit at the bridge's half-peak rate (open loop)", half_count));
     }
@@ -774,6 +846,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     print_table(&runs, &cli);
     println!("{half_split}");
     for line in slow_lines {
+        println!("{line}");
+    }
+    for line in thread_lines {
         println!("{line}");
     }
     println!("{dedup_view}");
