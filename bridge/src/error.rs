@@ -69,6 +69,13 @@ impl IntoResponse for AppError {
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
+        if matches!(self, Self::TooLarge(_) | Self::SlowBody(_)) {
+            // The body was not read to its end, so the connection cannot
+            // carry another request and is closed after this answer. Say so:
+            // a keep-alive client that is not told puts the connection back
+            // in its pool, and its next request there fails unanswered.
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }
