@@ -61,7 +61,11 @@ pub fn producer_config(config: &KafkaConfig, ack_timeout: Duration) -> ClientCon
         .set("compression.type", &config.compression)
         // A webhook's answer waits for its record's batch: 1 ms, not 2,
         // answered 64 connections 30 % faster at the same CPU per webhook
+        // against a broker acknowledging within about a millisecond
         // (BENCHMARKS.md); 0 sends a request per record and costs more.
+        // Against a slower broker, librdkafka's broker thread polls in a
+        // loop for the round trip less the linger: users set it to about
+        // that round trip (README).
         .set("linger.ms", "1")
         // After a broker outage, reconnect within a second of its return
         // (librdkafka's default backs off up to 10 s).
