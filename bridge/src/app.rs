@@ -250,8 +250,8 @@ pub fn delivery_json(record: &DeliveryRecord) -> Value {
     })
 }
 
-/// `GET /metrics`: the counters and histograms, and how many deliveries the
-/// deduplication window holds in memory.
+/// `GET /metrics`: the counters and histograms, how many deliveries the
+/// deduplication window holds in memory, and the producer's statistics.
 async fn metrics(State(app): State<Arc<App>>) -> String {
     use std::fmt::Write;
     let mut out = app.metrics.render();
@@ -271,6 +271,7 @@ async fn metrics(State(app): State<Arc<App>>) -> String {
         log.evicted(),
         log.reach_ms(app.clock.now_ms()) / 1000,
     );
+    app.sink.render_metrics(&mut out);
     out
 }
 

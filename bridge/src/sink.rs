@@ -4,12 +4,19 @@
 //! for it: the bridge answers 2xx only for records Kafka holds.
 
 use crate::config::KafkaConfig;
-use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::statistics::Statistics;
 use rdkafka::util::Timeout;
+use rdkafka::{ClientConfig, ClientContext};
 use schemas::topics::KnownTopics;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// How often librdkafka hands the producer's statistics to `/metrics`,
+/// unless `kafka.producer."statistics.interval.ms"` says otherwise.
+const STATISTICS_INTERVAL_MS: &str = "10000";
 
 /// Where a record landed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,9 +43,125 @@ pub enum SinkError {
     Topic(#[from] schemas::topics::TopicError),
 }
 
+/// The producer's context: keeps what librdkafka's latest statistics say
+/// of the queue and of each broker, for `/metrics`.
+/// A handle: the producer owns one, the sink keeps another to read them.
+#[derive(Debug, Default, Clone)]
+pub struct SinkContext {
+    latest: Arc<Mutex<Option<ProducerStatistics>>>,
+}
+
+/// The figures of one librdkafka statistics report that `/metrics` shows.
+#[derive(Debug, Clone, PartialEq)]
+struct ProducerStatistics {
+    /// Records in the producer's queues, not yet acknowledged.
+    queued: i64,
+    /// The brokers it talks to (not its bootstrap or internal handles).
+    brokers: Vec<BrokerStatistics>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct BrokerStatistics {
+    /// `host:port/node id`.
+    name: String,
+    /// Requests sent, all kinds.
+    requests: u64,
+    /// Wakeups of the broker's thread.
+    wakeups: u64,
+    /// The round trip, µs (50th and 99th percentiles), over the last
+    /// report's window that held a request; `None` before the first.
+    rtt_us: Option<(i64, i64)>,
+}
+
+impl From<Statistics> for ProducerStatistics {
+    fn from(statistics: Statistics) -> Self {
+        let mut brokers: Vec<BrokerStatistics> = statistics
+            .brokers
+            .into_values()
+            .filter(|broker| broker.nodeid >= 0)
+            .map(|broker| BrokerStatistics {
+                rtt_us: broker.rtt.filter(|rtt| rtt.cnt > 0).map(|rtt| (rtt.p50, rtt.p99)),
+                name: broker.name,
+                requests: broker.tx,
+                wakeups: broker.wakeups.unwrap_or(0),
+            })
+            .collect();
+        brokers.sort_by(|a, b| a.name.cmp(&b.name));
+        Self { queued: statistics.msg_cnt as i64, brokers }
+    }
+}
+
+impl ProducerStatistics {
+    /// This report, with the round trip of `previous` for each broker whose
+    /// window held no request: a quiet interval keeps the last one measured.
+    fn keeping_round_trips_of(mut self, previous: Option<&Self>) -> Self {
+        for broker in self.brokers.iter_mut().filter(|broker| broker.rtt_us.is_none()) {
+            broker.rtt_us = previous
+                .and_then(|previous| previous.brokers.iter().find(|before| before.name == broker.name))
+                .and_then(|before| before.rtt_us);
+        }
+        self
+    }
+}
+
+impl ClientContext for SinkContext {
+    fn stats(&self, statistics: Statistics) {
+        let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        *latest = Some(ProducerStatistics::from(statistics).keeping_round_trips_of(latest.as_ref()));
+    }
+}
+
+impl SinkContext {
+    /// The latest statistics in the Prometheus text format (nothing before the first report).
+    fn render(&self, out: &mut String) {
+        let Some(latest) = self.latest.lock().unwrap_or_else(|e| e.into_inner()).clone() else { return };
+        let _ = writeln!(
+            out,
+            "# HELP bridge_kafka_queue_messages Records in the producer not yet acknowledged (librdkafka's last statistics).\n\
+             # TYPE bridge_kafka_queue_messages gauge\nbridge_kafka_queue_messages {}",
+            latest.queued
+        );
+        let _ = writeln!(
+            out,
+            "# HELP bridge_kafka_requests_total Requests the producer sent to each broker.\n\
+             # TYPE bridge_kafka_requests_total counter"
+        );
+        for broker in &latest.brokers {
+            let _ = writeln!(out, "bridge_kafka_requests_total{{broker=\"{}\"}} {}", broker.name, broker.requests);
+        }
+        let _ = writeln!(
+            out,
+            "# HELP bridge_kafka_broker_wakeups_total Wakeups of the producer's thread for each broker: many per \
+             request while it waits for acknowledgements means kafka.producer.\"linger.ms\" is shorter than the round trip (README).\n\
+             # TYPE bridge_kafka_broker_wakeups_total counter"
+        );
+        for broker in &latest.brokers {
+            let _ = writeln!(out, "bridge_kafka_broker_wakeups_total{{broker=\"{}\"}} {}", broker.name, broker.wakeups);
+        }
+        let _ = writeln!(
+            out,
+            "# HELP bridge_kafka_broker_rtt_seconds The round trip of the producer's requests to each broker, over the last statistics interval that had any.\n\
+             # TYPE bridge_kafka_broker_rtt_seconds gauge"
+        );
+        for broker in &latest.brokers {
+            if let Some((p50, p99)) = broker.rtt_us {
+                for (quantile, us) in [("0.5", p50), ("0.99", p99)] {
+                    let _ = writeln!(
+                        out,
+                        "bridge_kafka_broker_rtt_seconds{{broker=\"{}\",quantile=\"{quantile}\"}} {}",
+                        broker.name,
+                        us as f64 / 1e6
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// The producer and the topics known to exist.
 pub struct KafkaSink {
-    producer: FutureProducer,
+    producer: FutureProducer<SinkContext>,
+    statistics: SinkContext,
     partitions: i32,
     topics: KnownTopics,
 }
@@ -89,8 +212,20 @@ pub fn producer_config(config: &KafkaConfig, ack_timeout: Duration) -> ClientCon
 impl KafkaSink {
     /// A producer for `config`; records stay queued for at least 5 minutes (or `ack_timeout`).
     pub fn new(config: &KafkaConfig, ack_timeout: Duration) -> Result<Self, SinkError> {
-        let producer = producer_config(config, ack_timeout).create().map_err(|e| SinkError::Refused(e.to_string()))?;
-        Ok(Self { producer, partitions: config.partitions, topics: KnownTopics::new(&config.brokers) })
+        let mut client = producer_config(config, ack_timeout);
+        if !config.producer.contains_key("statistics.interval.ms") {
+            client.set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+        }
+        let statistics = SinkContext::default();
+        let producer = client.create_with_context(statistics.clone()).map_err(|e| SinkError::Refused(e.to_string()))?;
+        Ok(Self { producer, statistics, partitions: config.partitions, topics: KnownTopics::new(&config.brokers) })
+    }
+
+    /// What the producer's latest statistics say, for `/metrics`: records
+    /// queued, and per broker the requests, the thread's wakeups and the
+    /// round trip.
+    pub fn render_metrics(&self, out: &mut String) {
+        self.statistics.render(out);
     }
 
     /// Creates `topic` (with the configured partitions) unless it is known
@@ -158,5 +293,56 @@ impl KafkaSink {
         if let Err(error) = self.producer.flush(timeout) {
             tracing::error!(%error, "records still unacknowledged at shutdown");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(brokers: &[(&str, Option<(i64, i64)>)]) -> ProducerStatistics {
+        ProducerStatistics {
+            queued: 3,
+            brokers: brokers
+                .iter()
+                .map(|(name, rtt_us)| BrokerStatistics {
+                    name: (*name).to_owned(),
+                    requests: 10,
+                    wakeups: 40,
+                    rtt_us: *rtt_us,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_quiet_interval_keeps_each_brokers_last_round_trip() {
+        let before = report(&[("a:9092/1", Some((1_000, 4_000))), ("b:9092/2", Some((2_000, 3_000)))]);
+        let now = report(&[("a:9092/1", None), ("b:9092/2", Some((5_000, 9_000))), ("c:9092/3", None)])
+            .keeping_round_trips_of(Some(&before));
+        let rtt: Vec<_> = now.brokers.iter().map(|broker| broker.rtt_us).collect();
+        assert_eq!(rtt, [Some((1_000, 4_000)), Some((5_000, 9_000)), None]);
+    }
+
+    #[test]
+    fn the_statistics_are_rendered_per_broker_in_seconds() {
+        let context = SinkContext::default();
+        let mut out = String::new();
+        context.render(&mut out);
+        assert_eq!(out, "", "nothing before librdkafka's first report");
+        *context.latest.lock().expect("lock") =
+            Some(report(&[("a:9092/1", Some((1_500, 12_000))), ("b:9092/2", None)]));
+        context.render(&mut out);
+        for line in [
+            "bridge_kafka_queue_messages 3",
+            r#"bridge_kafka_requests_total{broker="a:9092/1"} 10"#,
+            r#"bridge_kafka_requests_total{broker="b:9092/2"} 10"#,
+            r#"bridge_kafka_broker_wakeups_total{broker="a:9092/1"} 40"#,
+            r#"bridge_kafka_broker_rtt_seconds{broker="a:9092/1",quantile="0.5"} 0.0015"#,
+            r#"bridge_kafka_broker_rtt_seconds{broker="a:9092/1",quantile="0.99"} 0.012"#,
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} missing from\n{out}");
+        }
+        assert!(!out.contains(r#"rtt_seconds{broker="b:9092/2""#), "no round trip measured yet for b:\n{out}");
     }
 }

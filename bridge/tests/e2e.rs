@@ -669,3 +669,41 @@ async fn the_admin_endpoint_looks_up_a_delivery_behind_a_token() {
         .expect("answer");
     assert_eq!(missing.status().as_u16(), 404);
 }
+
+/// librdkafka's statistics of the producer reach `/metrics`: the records
+/// queued, and per broker the requests, its thread's wakeups (the sign of
+/// a linger shorter than the round trip) and the round trip itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_producers_statistics_are_on_the_metrics_page() {
+    let stack = Stack::start_with("[kafka.producer]\n\"statistics.interval.ms\" = \"100\"\n").await;
+    let body = serde_json::to_vec(&sample("stripe/payment_intent.succeeded.json")).expect("json");
+    let (status, answer, _) = stack.post("stripe", &stripe_headers(&body, STRIPE_SECRET, now()), body).await;
+    assert_eq!(status, 200, "{answer}");
+
+    // The first report after the produce request holds its round trip, and
+    // later ones, with no request in their window, keep it.
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = reqwest::get(format!("{}/metrics", stack.url)).await.expect("scrape").text().await.expect("text");
+        if metrics.contains("bridge_kafka_broker_rtt_seconds{") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let values = |name: &str| -> Vec<f64> {
+        metrics
+            .lines()
+            .filter(|line| line.starts_with(name))
+            .filter_map(|line| line.rsplit_once(' ').and_then(|(_, value)| value.parse().ok()))
+            .collect()
+    };
+    assert_eq!(values("bridge_kafka_queue_messages ").len(), 1, "{metrics}");
+    let requests = values("bridge_kafka_requests_total{broker=");
+    assert!(!requests.is_empty() && requests.iter().all(|n| *n >= 1.0), "{metrics}");
+    let wakeups = values("bridge_kafka_broker_wakeups_total{broker=");
+    assert_eq!(wakeups.len(), requests.len(), "{metrics}");
+    assert!(wakeups.iter().all(|n| *n >= 1.0), "{metrics}");
+    let rtt = values("bridge_kafka_broker_rtt_seconds{broker=");
+    assert!(!rtt.is_empty() && rtt.iter().all(|s| *s > 0.0 && *s < 5.0), "{metrics}");
+    assert!(metrics.contains(r#",quantile="0.99"}"#), "{metrics}");
+}
