@@ -44,8 +44,8 @@ pub enum SinkError {
 }
 
 /// The producer's context: keeps what librdkafka's latest statistics say
-/// of the queue and of each broker, for `/metrics`.
-/// A handle: the producer owns one, the sink keeps another to read them.
+/// of the queue and of each broker, for `/metrics`. A handle: the producer
+/// owns one, the sink keeps a clone to read them.
 #[derive(Debug, Default, Clone)]
 pub struct SinkContext {
     latest: Arc<Mutex<Option<ProducerStatistics>>>,
