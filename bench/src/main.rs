@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod delay;
 mod http1;
 
 #[derive(Debug, Parser)]
@@ -72,6 +73,11 @@ struct Cli {
     /// bridge's peak: to compare two builds or settings at the same load.
     #[arg(long)]
     open_loop_rate: Option<f64>,
+    /// Hold every byte between the broker and its clients this long each
+    /// way (a proxy in this process): a round trip like a production
+    /// cluster's instead of tansu's on the loopback.
+    #[arg(long)]
+    broker_delay_ms: Option<u64>,
     /// Run as the HTTP-limit server on this address (used by the bench itself).
     #[arg(long, hide = true)]
     http_limit_server: Option<String>,
@@ -709,8 +715,21 @@ impl Drop for KilledGroup {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let broker = testbed::Broker::start()?;
-    let brokers = broker.bootstrap();
+    let (_broker, brokers) = match cli.broker_delay_ms {
+        None => {
+            let broker = testbed::Broker::start()?;
+            let brokers = broker.bootstrap();
+            (broker, brokers)
+        }
+        Some(ms) => {
+            let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let (port, upstream) = (proxy.local_addr()?.port(), testbed::free_port()?);
+            tokio::spawn(delay::serve(proxy, ([127, 0, 0, 1], upstream).into(), Duration::from_millis(ms)));
+            let broker = testbed::Broker::start_advertising(upstream, port)?;
+            eprintln!("▶ the broker behind a proxy holding every byte {ms} ms each way");
+            (broker, format!("127.0.0.1:{port}"))
+        }
+    };
     let registry = schemas::registry::RunningRegistry::start(&brokers, "_schemas", "127.0.0.1:0".parse()?).await?;
     let dir = std::env::temp_dir().join(format!("bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;

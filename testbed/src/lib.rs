@@ -70,9 +70,22 @@ impl Broker {
 
     /// Starts a broker on a given port (to restart one where clients expect it).
     pub fn start_on(port: u16, storage: &str) -> anyhow::Result<Self> {
-        let url = format!("tcp://127.0.0.1:{port}");
+        Self::launch(port, port, storage)
+    }
+
+    /// Starts a broker with memory storage on `port` that tells its clients
+    /// to reach it on `advertised` (127.0.0.1), where a proxy in front of it
+    /// listens: the benchmark's broker with a longer round trip. The proxy
+    /// must be serving already: the readiness check follows the broker's
+    /// answer there. [`Broker::bootstrap`] is still its own port.
+    pub fn start_advertising(port: u16, advertised: u16) -> anyhow::Result<Self> {
+        Self::launch(port, advertised, "memory://tansu/")
+    }
+
+    fn launch(port: u16, advertised: u16, storage: &str) -> anyhow::Result<Self> {
+        let (url, advertised) = (format!("tcp://127.0.0.1:{port}"), format!("tcp://127.0.0.1:{advertised}"));
         let child = Command::new(tansu_binary()?)
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--listener-url", &url, "--advertised-listener-url", &advertised])
             .args(["--storage-engine", storage, "--cluster-id", "testbed"])
             .env("RUST_LOG", std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::null())
