@@ -30,7 +30,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-mod delay;
 mod http1;
 
 #[derive(Debug, Parser)]
@@ -715,21 +714,14 @@ impl Drop for KilledGroup {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let (_broker, brokers) = match cli.broker_delay_ms {
-        None => {
-            let broker = testbed::Broker::start()?;
-            let brokers = broker.bootstrap();
-            (broker, brokers)
-        }
+    let broker = match cli.broker_delay_ms {
+        None => testbed::Broker::start()?,
         Some(ms) => {
-            let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let (port, upstream) = (proxy.local_addr()?.port(), testbed::free_port()?);
-            tokio::spawn(delay::serve(proxy, ([127, 0, 0, 1], upstream).into(), Duration::from_millis(ms)));
-            let broker = testbed::Broker::start_advertising(upstream, port)?;
             eprintln!("▶ the broker behind a proxy holding every byte {ms} ms each way");
-            (broker, format!("127.0.0.1:{port}"))
+            testbed::Broker::start_delayed(Duration::from_millis(ms)).await?
         }
     };
+    let brokers = broker.bootstrap();
     let registry = schemas::registry::RunningRegistry::start(&brokers, "_schemas", "127.0.0.1:0".parse()?).await?;
     let dir = std::env::temp_dir().join(format!("bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;

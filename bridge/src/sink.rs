@@ -131,8 +131,8 @@ impl SinkContext {
         }
         let _ = writeln!(
             out,
-            "# HELP bridge_kafka_broker_wakeups_total Wakeups of the producer's thread for each broker: many per \
-             request while it waits for acknowledgements means kafka.producer.\"linger.ms\" is shorter than the round trip (README).\n\
+            "# HELP bridge_kafka_broker_wakeups_total Wakeups of the producer's thread for each broker: a few per \
+             request; many more would mean it polls in a loop while it waits for acknowledgements (vendor/README.md).\n\
              # TYPE bridge_kafka_broker_wakeups_total counter"
         );
         for broker in &latest.brokers {
@@ -186,9 +186,8 @@ pub fn producer_config(config: &KafkaConfig, ack_timeout: Duration) -> ClientCon
         // answered 64 connections 30 % faster at the same CPU per webhook
         // against a broker acknowledging within about a millisecond
         // (BENCHMARKS.md); 0 sends a request per record and costs more.
-        // Against a slower broker, librdkafka's broker thread polls in a
-        // loop for the round trip less the linger: users set it to about
-        // that round trip (README).
+        // Under load a batch fills while the partition's request in flight
+        // waits for its acknowledgement, however short the linger.
         .set("linger.ms", "1")
         // After a broker outage, reconnect within a second of its return
         // (librdkafka's default backs off up to 10 s).

@@ -670,9 +670,64 @@ async fn the_admin_endpoint_looks_up_a_delivery_behind_a_token() {
     assert_eq!(missing.status().as_u16(), 404);
 }
 
+/// Under load an idempotent producer has one request in flight per
+/// partition, and the next batch waits for its acknowledgement. The
+/// bridge's librdkafka (vendor/README.md) sleeps through that wait; the
+/// published one polled with no timeout until the acknowledgement came,
+/// every request, once the batch's linger had passed. Against a broker 20 ms
+/// away that was about 10 000 of the thread's wakeups per request, where
+/// sleeping takes three or four. This counts them on `/metrics`, as a user
+/// would.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_producer_sleeps_while_a_partition_waits_for_its_acknowledgement() {
+    use futures::StreamExt;
+    let broker = testbed::Broker::start_delayed(Duration::from_millis(10)).await.expect("broker starts");
+    let stack = Stack::start_on_broker(broker, "[kafka.producer]\n\"statistics.interval.ms\" = \"100\"\n").await;
+    let client = reqwest::Client::new();
+    // 64 connections at a time, as a provider's burst: batches queue up
+    // behind each partition's request in flight.
+    let statuses: Vec<u16> = futures::stream::iter(0..1500)
+        .map(|n| {
+            let request = signed_stripe_post(&client, &stack.url, stripe_body(&format!("evt_wait_{n}")));
+            async move { request.send().await.expect("bridge answers").status().as_u16() }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|status| *status == 200), "{statuses:?}");
+
+    let total = |metrics: &str, name: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|line| line.starts_with(name))
+            .filter_map(|line| line.rsplit_once(' ').and_then(|(_, value)| value.parse::<f64>().ok()))
+            .sum()
+    };
+    // The statistics come every 100 ms: wait for one that has seen the
+    // whole burst (its count stops growing).
+    let (mut requests, mut wakeups, mut metrics, mut before) = (0.0, 0.0, String::new(), -1.0);
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        metrics = reqwest::get(format!("{}/metrics", stack.url)).await.expect("scrape").text().await.expect("text");
+        requests = total(&metrics, "bridge_kafka_requests_total{broker=");
+        wakeups = total(&metrics, "bridge_kafka_broker_wakeups_total{broker=");
+        if requests > 0.0 && requests == before {
+            break;
+        }
+        before = requests;
+    }
+    // 1 500 webhooks and their delivery-log entries, batched: tens of
+    // requests at least, fewer than one a webhook.
+    assert!((20.0..3000.0).contains(&requests), "{requests} requests\n{metrics}");
+    assert!(
+        wakeups < 50.0 * requests,
+        "{wakeups} wakeups of the producer's threads for {requests} requests\n{metrics}"
+    );
+}
+
 /// librdkafka's statistics of the producer reach `/metrics`: the records
 /// queued, and per broker the requests, its thread's wakeups (the sign of
-/// a linger shorter than the round trip) and the round trip itself.
+/// a thread polling in a loop) and the round trip itself.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_producers_statistics_are_on_the_metrics_page() {
     let stack = Stack::start_with("[kafka.producer]\n\"statistics.interval.ms\" = \"100\"\n").await;

@@ -9,6 +9,10 @@
 //! 127.0.0.1:5432 (trust auth), dropped afterwards. [`DurableStorage`] is
 //! the PostgreSQL a broker on durable storage keeps its topics in.
 //!
+//! [`Broker::start_delayed`] puts a proxy that holds every byte (the
+//! [`delay`] module) between the broker and its clients: a round trip like
+//! a production cluster's instead of the loopback's.
+//!
 //! The `tansu` binary is looked up in `$TANSU_BIN`, then on `PATH`, then in
 //! `~/.cargo/bin`; `scripts/install-tansu` installs it when it is missing.
 
@@ -24,11 +28,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod delay;
+
 /// A running tansu broker.
 #[derive(Debug)]
 pub struct Broker {
     child: Child,
     port: u16,
+    /// Where clients reach it: its own port, or its proxy's.
+    advertised: u16,
     storage: String,
 }
 
@@ -73,19 +81,25 @@ impl Broker {
         Self::launch(port, port, storage)
     }
 
-    /// Starts a broker with memory storage on `port` that tells its clients
-    /// to reach it on `advertised` (127.0.0.1), where a proxy in front of it
-    /// listens: the benchmark's broker with a longer round trip. The proxy
-    /// must be serving already: the readiness check follows the broker's
-    /// answer there. [`Broker::bootstrap`] is still its own port.
-    pub fn start_advertising(port: u16, advertised: u16) -> anyhow::Result<Self> {
-        Self::launch(port, advertised, "memory://tansu/")
+    /// Starts a broker with memory storage behind a proxy on the loopback
+    /// that holds every byte `delay` each way, served on the caller's tokio
+    /// runtime: tansu acknowledges within a millisecond or two, a cluster
+    /// replicating `acks=all` across zones takes several, and librdkafka's
+    /// producer behaves differently then. The broker tells its clients to
+    /// reach it at the proxy, and [`Broker::bootstrap`] is the proxy's
+    /// address, so every request crosses it.
+    pub async fn start_delayed(delay: Duration) -> anyhow::Result<Self> {
+        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the proxy")?;
+        let (advertised, port) = (proxy.local_addr()?.port(), free_port()?);
+        tokio::spawn(delay::serve(proxy, ([127, 0, 0, 1], port).into(), delay));
+        // The readiness check crosses the proxy, which this runtime serves.
+        tokio::task::spawn_blocking(move || Self::launch(port, advertised, "memory://tansu/")).await?
     }
 
     fn launch(port: u16, advertised: u16, storage: &str) -> anyhow::Result<Self> {
-        let (url, advertised) = (format!("tcp://127.0.0.1:{port}"), format!("tcp://127.0.0.1:{advertised}"));
+        let (url, advertised_url) = (format!("tcp://127.0.0.1:{port}"), format!("tcp://127.0.0.1:{advertised}"));
         let child = Command::new(tansu_binary()?)
-            .args(["--listener-url", &url, "--advertised-listener-url", &advertised])
+            .args(["--listener-url", &url, "--advertised-listener-url", &advertised_url])
             .args(["--storage-engine", storage, "--cluster-id", "testbed"])
             .env("RUST_LOG", std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::null())
@@ -93,14 +107,14 @@ impl Broker {
             .stdout(if std::env::var_os("TANSU_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
             .spawn()
             .context("starting tansu")?;
-        let mut broker = Self { child, port, storage: storage.to_owned() };
+        let mut broker = Self { child, port, advertised, storage: storage.to_owned() };
         broker.wait_ready()?;
         Ok(broker)
     }
 
-    /// `127.0.0.1:PORT`, for `bootstrap.servers`.
+    /// `127.0.0.1:PORT`, for `bootstrap.servers`: where clients reach it.
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("127.0.0.1:{}", self.advertised)
     }
 
     /// The port it listens on.

@@ -1,10 +1,11 @@
 //! A TCP proxy that holds every chunk of bytes for a fixed time in each
 //! direction: the broker with a round trip like a production cluster's
-//! (`bench --broker-delay-ms`). tansu on the loopback acknowledges within a
-//! millisecond; a cluster replicating `acks=all` across zones takes several,
-//! and librdkafka's producer behaves differently then (BENCHMARKS.md). It
-//! runs in the bench's process, so its CPU is counted with the load
-//! generator's. tokio's timer rounds each hold up to the next millisecond.
+//! ([`crate::Broker::start_delayed`], `bench --broker-delay-ms`). tansu on
+//! the loopback acknowledges within a millisecond or two; a cluster
+//! replicating `acks=all` across zones takes several, and librdkafka's
+//! producer behaves differently then (BENCHMARKS.md). It runs in the
+//! process that starts it (in the bench, its CPU is counted with the load
+//! generator's). tokio's timer rounds each hold up to the next millisecond.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use tokio::time::Instant;
 
 /// Accepts connections on `listener` and relays each to `upstream`, every
 /// chunk held for `delay` each way, in order.
-pub(crate) async fn serve(listener: TcpListener, upstream: SocketAddr, delay: Duration) {
+pub async fn serve(listener: TcpListener, upstream: SocketAddr, delay: Duration) {
     while let Ok((client, _)) = listener.accept().await {
         tokio::spawn(async move {
             let Ok(server) = TcpStream::connect(upstream).await else { return };
