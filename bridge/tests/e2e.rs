@@ -57,7 +57,7 @@ async fn stripe_event_lands_typed_on_its_topic() {
     // The raw body keeps fields the schema does not have.
     assert!(string(field(&decoded, "raw")).contains("capture_method"));
     assert_eq!(stack.app().metrics.count("stripe", Outcome::Accepted), 1);
-    let metrics = reqwest::get(format!("{}/metrics", stack.url)).await.expect("scrape").text().await.expect("text");
+    let metrics = stack.metrics().await;
     assert!(metrics.contains(r#"bridge_deliveries_total{source="stripe",outcome="accepted"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"bridge_ack_latency_seconds_count{source="stripe"} 1"#), "{metrics}");
     assert!(
@@ -449,10 +449,12 @@ async fn past_dedup_max_deliveries_the_oldest_are_forgotten_and_counted() {
     assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
     assert_eq!(stack.count(topic), 201);
 
-    let metrics = reqwest::get(format!("{}/metrics", stack.url)).await.expect("answer").text().await.expect("text");
+    let metrics = stack.metrics().await;
     let value = |name: &str| -> u64 {
-        let line = metrics.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}"));
-        line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{line}"))
+        match metric_values(&metrics, &format!("{name} "))[..] {
+            [value] => value as u64,
+            _ => panic!("{name}: not one value in\n{metrics}"),
+        }
     };
     assert_eq!(value("bridge_dedup_max_deliveries"), 16);
     let held = value("bridge_dedup_window_deliveries");
@@ -696,21 +698,14 @@ async fn the_producer_sleeps_while_a_partition_waits_for_its_acknowledgement() {
         .await;
     assert!(statuses.iter().all(|status| *status == 200), "{statuses:?}");
 
-    let total = |metrics: &str, name: &str| -> f64 {
-        metrics
-            .lines()
-            .filter(|line| line.starts_with(name))
-            .filter_map(|line| line.rsplit_once(' ').and_then(|(_, value)| value.parse::<f64>().ok()))
-            .sum()
-    };
     // The statistics come every 100 ms: wait for one that has seen the
     // whole burst (its count stops growing).
     let (mut requests, mut wakeups, mut metrics, mut before) = (0.0, 0.0, String::new(), -1.0);
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        metrics = reqwest::get(format!("{}/metrics", stack.url)).await.expect("scrape").text().await.expect("text");
-        requests = total(&metrics, "bridge_kafka_requests_total{broker=");
-        wakeups = total(&metrics, "bridge_kafka_broker_wakeups_total{broker=");
+        metrics = stack.metrics().await;
+        requests = metric_values(&metrics, "bridge_kafka_requests_total{broker=").iter().sum();
+        wakeups = metric_values(&metrics, "bridge_kafka_broker_wakeups_total{broker=").iter().sum();
         if requests > 0.0 && requests == before {
             break;
         }
@@ -739,19 +734,13 @@ async fn the_producers_statistics_are_on_the_metrics_page() {
     // later ones, with no request in their window, keep it.
     let mut metrics = String::new();
     for _ in 0..100 {
-        metrics = reqwest::get(format!("{}/metrics", stack.url)).await.expect("scrape").text().await.expect("text");
+        metrics = stack.metrics().await;
         if metrics.contains("bridge_kafka_broker_rtt_seconds{") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let values = |name: &str| -> Vec<f64> {
-        metrics
-            .lines()
-            .filter(|line| line.starts_with(name))
-            .filter_map(|line| line.rsplit_once(' ').and_then(|(_, value)| value.parse().ok()))
-            .collect()
-    };
+    let values = |prefix: &str| metric_values(&metrics, prefix);
     assert_eq!(values("bridge_kafka_queue_messages ").len(), 1, "{metrics}");
     let requests = values("bridge_kafka_requests_total{broker=");
     assert!(!requests.is_empty() && requests.iter().all(|n| *n >= 1.0), "{metrics}");

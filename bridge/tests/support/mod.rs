@@ -273,6 +273,11 @@ impl Stack {
         (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)), headers)
     }
 
+    /// The bridge's `/metrics` page.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.url)).await.expect("scrape").text().await.expect("text")
+    }
+
     pub fn decoder(&self) -> AvroDecoder {
         AvroDecoder::new(SrSettings::new(self.registry.url.clone()))
     }
@@ -314,6 +319,16 @@ impl Drop for Stack {
 
 pub fn read_records(brokers: &str, topic: &str, count: usize, timeout: Duration) -> Vec<OwnedMessage> {
     testbed::read_records(brokers, topic, count, timeout).expect("records")
+}
+
+/// The values of the `/metrics` lines that start with `prefix` (a name and
+/// `" "`, or a name and the start of its labels), in order.
+pub fn metric_values(metrics: &str, prefix: &str) -> Vec<f64> {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(prefix))
+        .filter_map(|line| line.rsplit_once(' ').and_then(|(_, value)| value.parse().ok()))
+        .collect()
 }
 
 pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
