@@ -120,12 +120,9 @@ fn main() -> anyhow::Result<()> {
 fn http_limit_server(listen: &str) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
         let app = axum::Router::new().route("/webhooks/stripe", axum::routing::post(|| async { "ok" }));
-        // The bridge's accept queue and TCP_NODELAY, as the bridge sets them.
+        // The bridge's accept queue and TCP_NODELAY.
         let address = listen.parse().with_context(|| format!("{listen}: not an ip:port"))?;
-        let listener = axum::serve::ListenerExt::tap_io(schemas::net::listen(address)?, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, app).await?;
+        axum::serve(schemas::net::no_delay(schemas::net::listen(address)?), app).await?;
         Ok(())
     })
 }

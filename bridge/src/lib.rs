@@ -30,7 +30,6 @@ pub mod verify;
 
 use anyhow::Context;
 use app::{App, Clock};
-use axum::serve::ListenerExt;
 use config::Config;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -102,18 +101,7 @@ impl Application {
         tracing::info!(listen = %self.local_addr(), sources = app.sources.len(), tls = app.config.server.tls.is_some(), "bridge serving");
         let router = app::router(app.clone());
         match &app.config.server.tls {
-            // Answers go out as soon as they are written, not held back by
-            // Nagle's algorithm (the default of Go's net/http and nginx):
-            // in the bench's bridge-only runs, 64 connections answered about
-            // a fifth more per second for less CPU per webhook (BENCHMARKS.md).
-            None => {
-                let listener = self.listener.tap_io(|tcp| {
-                    if let Err(error) = tcp.set_nodelay(true) {
-                        tracing::debug!(%error, "could not set TCP_NODELAY on a connection");
-                    }
-                });
-                axum::serve(listener, router).with_graceful_shutdown(shutdown).await?
-            }
+            None => axum::serve(schemas::net::no_delay(self.listener), router).with_graceful_shutdown(shutdown).await?,
             Some(tls) => {
                 let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert_file, &tls.key_file)
                     .await

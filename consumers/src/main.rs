@@ -96,9 +96,9 @@ async fn main() -> anyhow::Result<()> {
                         async move { reconciler.render_metrics() }
                     }),
                 );
-                let listener = tokio::net::TcpListener::bind(listen).await?;
+                let listener = schemas::net::listen(listen)?;
                 tokio::spawn(async move {
-                    let _ = axum::serve(listener, router).await;
+                    let _ = axum::serve(schemas::net::no_delay(listener), router).await;
                 });
             }
             if once {

@@ -133,9 +133,9 @@ pub async fn serve_metrics(
             async move { metrics.render(name) }
         }),
     );
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let listener = schemas::net::listen(listen)?;
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
+        let _ = axum::serve(schemas::net::no_delay(listener), app).await;
     });
     Ok(())
 }

@@ -78,7 +78,9 @@ async fn serve(listen: SocketAddr, brokers: &str, topic: &str) -> anyhow::Result
     let listener = schemas::net::listen(listen)
         .with_context(|| format!("binding {listen}; is another process using the port?"))?;
     tracing::info!(%listen, brokers, topic, "schema registry serving");
-    axum::serve(listener, api::router(registry.clone())).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(schemas::net::no_delay(listener), api::router(registry.clone()))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     registry.close();
     Ok(())
 }

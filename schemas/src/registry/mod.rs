@@ -552,7 +552,7 @@ impl RunningRegistry {
         let addr = listener.local_addr()?;
         let app = api::router(registry.clone());
         let task = tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, app).await {
+            if let Err(error) = axum::serve(crate::net::no_delay(listener), app).await {
                 tracing::error!(%error, "schema registry server stopped");
             }
         });
