@@ -70,6 +70,8 @@ pub struct Source {
     pub verify_token: Option<crate::config::Secret>,
     /// The source's rate limit, if any.
     pub rate_limit: Option<RateLimit>,
+    /// Its records' CloudEvents `ce_source` header: `/webhooks/{name}`.
+    ce_source: String,
     /// Routes worked out for its event types, by event type and version selector.
     routes: std::sync::RwLock<HashMap<RouteKey, Arc<Route>>>,
 }
@@ -84,6 +86,10 @@ struct Route {
     topic: String,
     subject: String,
     typed: Arc<Typed>,
+    /// The records' CloudEvents `ce_type` header: `{provider}.{event type}`.
+    ce_type: String,
+    /// The records' `schema_version` header.
+    schema_version: String,
 }
 
 /// Routes a source remembers; event types beyond this many (a generic
@@ -604,7 +610,7 @@ impl App {
             messaging.kafka.offset = tracing::field::Empty,
         );
         let traceparent = crate::telemetry::traceparent_of(&producing);
-        let (mut headers, traceparent_sent) = record_headers(d, &described, typed, schema_id, traceparent);
+        let (mut headers, traceparent_sent) = record_headers(d, &described, &route, schema_id, traceparent);
         if unauthenticated_payload {
             // Mailgun signs a token, not the payload: say so to every consumer.
             headers = headers.insert(Header { key: "payload_authenticated", value: Some("false") });
@@ -657,8 +663,14 @@ impl App {
             return route.clone();
         }
         let topic = topic_name(&self.config.kafka.topic_template, &source.name, &described.event_type);
-        let route =
-            Arc::new(Route { subject: value_subject(&topic), topic, typed: self.schema_for(source, described) });
+        let typed = self.schema_for(source, described);
+        let route = Arc::new(Route {
+            subject: value_subject(&topic),
+            topic,
+            ce_type: format!("{}.{}", source.config.provider.catalog_name(), described.event_type),
+            schema_version: typed.version.version.to_string(),
+            typed,
+        });
         let mut routes = source.routes.write().unwrap_or_else(|e| e.into_inner());
         if routes.len() < ROUTES_REMEMBERED {
             routes.insert(key, route.clone());
@@ -789,7 +801,7 @@ fn event_dir(version: &CatalogVersion) -> String {
 fn record_headers(
     d: &Delivery<'_>,
     described: &Described,
-    typed: &Typed,
+    route: &Route,
     schema_id: u32,
     traced: Option<String>,
 ) -> (OwnedHeaders, String) {
@@ -803,20 +815,17 @@ fn record_headers(
             d.headers.get("traceparent").and_then(|v| v.to_str().ok()).filter(|v| is_traceparent(v)).map(str::to_owned)
         })
         .unwrap_or_else(new_traceparent);
-    let ce_source = format!("/webhooks/{}", d.source.name);
-    let ce_type = format!("{}.{}", d.source.config.provider.catalog_name(), described.event_type);
-    let version = typed.version.version.to_string();
     let schema_id = schema_id.to_string();
     let headers = OwnedHeaders::new_with_capacity(10)
         .insert(Header { key: "ce_specversion", value: Some("1.0") })
         .insert(Header { key: "ce_id", value: Some(described.delivery_id.as_str()) })
-        .insert(Header { key: "ce_source", value: Some(ce_source.as_str()) })
-        .insert(Header { key: "ce_type", value: Some(ce_type.as_str()) })
+        .insert(Header { key: "ce_source", value: Some(d.source.ce_source.as_str()) })
+        .insert(Header { key: "ce_type", value: Some(route.ce_type.as_str()) })
         .insert(Header { key: "ce_time", value: Some(time.as_str()) })
         .insert(Header { key: "content-type", value: Some("application/avro") })
         .insert(Header { key: "traceparent", value: Some(traceparent.as_str()) })
         .insert(Header { key: "delivery_id", value: Some(described.delivery_id.as_str()) })
-        .insert(Header { key: "schema_version", value: Some(version.as_str()) })
+        .insert(Header { key: "schema_version", value: Some(route.schema_version.as_str()) })
         .insert(Header { key: "schema_id", value: Some(schema_id.as_str()) });
     (headers, traceparent)
 }
@@ -838,9 +847,11 @@ fn is_traceparent(value: &str) -> bool {
 }
 
 fn new_traceparent() -> String {
-    let trace = uuid::Uuid::new_v4().simple().to_string();
-    let span = uuid::Uuid::new_v4().simple().to_string();
-    format!("00-{trace}-{}-01", &span[..16])
+    let mut text = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    let (trace, span) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    hex::encode_to_slice(trace.as_bytes(), &mut text[3..35]).expect("16 bytes are 32 hex digits");
+    hex::encode_to_slice(&span.as_bytes()[..8], &mut text[36..52]).expect("8 bytes are 16 hex digits");
+    String::from_utf8(text.to_vec()).expect("hex digits and dashes are UTF-8")
 }
 
 impl Source {
@@ -919,6 +930,7 @@ impl Source {
             generic: Arc::new(Typed::new(generic)),
             verify_token,
             rate_limit: config.rate_limit_per_sec.map(RateLimit::new),
+            ce_source: format!("/webhooks/{name}"),
             routes: std::sync::RwLock::default(),
         })
     }
@@ -936,4 +948,21 @@ pub fn typed_schemas(catalog: &Catalog) -> HashMap<(String, String, u32), Arc<Ty
         }
     }
     typed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_traceparent_is_valid_sampled_and_new_each_time() {
+        let (first, second) = (new_traceparent(), new_traceparent());
+        for traceparent in [&first, &second] {
+            assert!(is_traceparent(traceparent), "{traceparent}");
+            assert!(traceparent.starts_with("00-") && traceparent.ends_with("-01"), "{traceparent}");
+            assert_eq!(traceparent.len(), 55, "{traceparent}");
+        }
+        assert_ne!(first[3..35], second[3..35], "trace ids");
+        assert_ne!(first[36..52], second[36..52], "span ids");
+    }
 }
