@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 mod http1;
+mod instructions;
 
 #[derive(Debug, Parser)]
 struct Cli {
@@ -77,6 +78,13 @@ struct Cli {
     /// cluster's instead of tansu's on the loopback.
     #[arg(long)]
     broker_delay_ms: Option<u64>,
+    /// Count the bridge's instructions per webhook under callgrind instead
+    /// of timing it: one bridge, warmed up, then `--requests` webhooks from
+    /// `--concurrency` connections (valgrind runs it about fifty times
+    /// slower: 3 000 take a couple of minutes). Counts repeat for the same
+    /// build where timings swing with the machine: compare builds with this.
+    #[arg(long, conflicts_with_all = ["bridge_only", "consumers_only"])]
+    instructions: bool,
     /// Run as the HTTP-limit server on this address (used by the bench itself).
     #[arg(long, hide = true)]
     http_limit_server: Option<String>,
@@ -652,7 +660,9 @@ trait Pid {
 }
 
 /// Starts the bridge binary with `config(port)` written to `dir/name.toml`, and waits until it answers.
+/// `launcher` is a command the binary is run under (valgrind), if any.
 async fn start_bridge(
+    launcher: &[String],
     binary: &std::path::Path,
     dir: &std::path::Path,
     name: &str,
@@ -661,7 +671,15 @@ async fn start_bridge(
     let port = testbed::free_port()?;
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, config(port))?;
-    let child = Command::new(binary)
+    let mut command = match launcher.split_first() {
+        None => Command::new(binary),
+        Some((program, options)) => {
+            let mut command = Command::new(program);
+            command.args(options).arg(binary);
+            command
+        }
+    };
+    let child = command
         .args(["--config"])
         .arg(&path)
         // No per-delivery log line unless asked for (BENCH_BRIDGE_LOG=info, the bridge's default).
@@ -711,6 +729,9 @@ impl Drop for KilledGroup {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.instructions {
+        instructions::check_tools()?;
+    }
     let broker = match cli.broker_delay_ms {
         None => testbed::Broker::start()?,
         Some(ms) => {
@@ -740,10 +761,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let rounds = cli.rounds.max(1);
     let mut events = Events::default();
 
+    if cli.instructions {
+        eprintln!("▶ the bridge under callgrind: warm-up, then {} webhooks from {narrow} connections", cli.requests);
+        let bridge = start_bridge(&instructions::launcher(&dir), &cli.bridge, &dir, "bridge", &|port| {
+            bridge_config(port, "bridge", "")
+        })
+        .await?;
+        closed_loop(&bridge.url, events.take(WARM_UP), narrow).await;
+        instructions::zero(bridge.pid())?;
+        let load = closed_loop(&bridge.url, events.take(cli.requests), narrow).await;
+        let dump = instructions::dump(bridge.pid(), &dir)?;
+        anyhow::ensure!(load.errors == 0, "{} of {} webhooks were not answered 200", load.errors, cli.requests);
+        print!("{}", instructions::report(&dump, cli.requests)?);
+        drop(bridge);
+        registry.stop();
+        let _ = std::fs::remove_dir_all(&dir);
+        return Ok(());
+    }
+
     // Everything measured in the rounds is started first, then measured in
     // turns: a ratio compares runs seconds apart, not minutes.
     eprintln!("▶ starting the bridge (two instances: {narrow} and {wide} connections) and what it is compared with");
-    let bridge = start_bridge(&cli.bridge, &dir, "bridge", &|port| bridge_config(port, "bridge", "")).await?;
+    let bridge = start_bridge(&[], &cli.bridge, &dir, "bridge", &|port| bridge_config(port, "bridge", "")).await?;
     if cli.consumers_only {
         closed_loop(&bridge.url, events.take(cli.consumer_events), narrow).await;
         drop(bridge);
@@ -752,7 +791,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
         return Ok(());
     }
-    let wide_bridge = start_bridge(&cli.bridge, &dir, "wide", &|port| bridge_config(port, "wide", "")).await?;
+    let wide_bridge = start_bridge(&[], &cli.bridge, &dir, "wide", &|port| bridge_config(port, "wide", "")).await?;
     closed_loop(&bridge.url, events.take(WARM_UP), narrow).await;
     // The wide bridge's warm-up is a restart under load: its first
     // webhooks all at once, their schema already in the registry (the
@@ -842,7 +881,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // (503) with memory staying bounded.
     let overload_connections = MAX_IN_FLIGHT * 8;
     eprintln!("▶ bridge overloaded: {overload_connections} connections, max_in_flight {MAX_IN_FLIGHT}");
-    let overloaded = start_bridge(&cli.bridge, &dir, "overload", &|port| {
+    let overloaded = start_bridge(&[], &cli.bridge, &dir, "overload", &|port| {
         bridge_config(port, "overload", &format!("max_in_flight = {MAX_IN_FLIGHT}\n"))
     })
     .await?;
