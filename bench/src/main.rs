@@ -122,7 +122,15 @@ fn main() -> anyhow::Result<()> {
     if let Some(listen) = &cli.http_limit_server {
         return http_limit_server(listen);
     }
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(cli))
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
+        // Stopped with Ctrl-C or SIGTERM (a CI timeout), the run is dropped,
+        // and with it every process it started (broker, bridges, peer):
+        // none is left running to hold its port or load the next run.
+        tokio::select! {
+            ran = run(cli) => ran,
+            () = bridge::shutdown_signal() => anyhow::bail!("interrupted: stopped what the bench had started"),
+        }
+    })
 }
 
 fn http_limit_server(listen: &str) -> anyhow::Result<()> {
