@@ -781,6 +781,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         let dump = instructions::dump(bridge.pid(), &dir)?;
         anyhow::ensure!(load.errors == 0, "{} of {} webhooks were not answered 200", load.errors, cli.requests);
         print!("{}", instructions::report(&dump, cli.requests)?);
+        let kept = root.join("target/callgrind.bridge.out");
+        std::fs::copy(&dump, &kept).with_context(|| format!("keeping the profile at {}", kept.display()))?;
+        let kept = kept.canonicalize().unwrap_or(kept);
+        println!("the whole profile: callgrind_annotate --inclusive=yes {}", kept.display());
         drop(bridge);
         registry.stop();
         let _ = std::fs::remove_dir_all(&dir);
