@@ -81,7 +81,7 @@ struct Cli {
     /// Count the bridge's instructions per webhook under callgrind instead
     /// of timing it: one bridge, warmed up, then `--requests` webhooks from
     /// `--concurrency` connections (valgrind runs it about fifty times
-    /// slower: 3 000 take a couple of minutes). Counts repeat for the same
+    /// slower: 3 000 take about ten seconds). Counts repeat for the same
     /// build where timings swing with the machine: compare builds with this.
     #[arg(long, conflicts_with_all = ["bridge_only", "consumers_only"])]
     instructions: bool,
@@ -701,6 +701,30 @@ async fn start_bridge(
     Ok(bridge)
 }
 
+/// The run's directory (configs, secret, schema; the callgrind dumps),
+/// removed when the run ends, however it ends: done, failed or interrupted.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn create(path: PathBuf) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&path)?;
+        Ok(Self(path))
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 struct Killed(Child);
 impl Pid for Killed {
     fn pid(&self) -> u32 {
@@ -749,8 +773,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let brokers = broker.bootstrap();
     let registry = schemas::registry::RunningRegistry::start(&brokers, "_schemas", "127.0.0.1:0".parse()?).await?;
-    let dir = std::env::temp_dir().join(format!("bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let dir = Scratch::create(std::env::temp_dir().join(format!("bench-{}", std::process::id())))?;
     std::fs::write(dir.join("secret"), SECRET)?;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     // Each bridge keeps its own delivery log, so none replays or tails the
@@ -787,7 +810,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         println!("the whole profile: callgrind_annotate --inclusive=yes {}", kept.display());
         drop(bridge);
         registry.stop();
-        let _ = std::fs::remove_dir_all(&dir);
         return Ok(());
     }
 
@@ -800,7 +822,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         drop(bridge);
         measure_consumers(&brokers, &registry.url, topic, cli.consumer_events).await;
         registry.stop();
-        let _ = std::fs::remove_dir_all(&dir);
         return Ok(());
     }
     let wide_bridge = start_bridge(&[], &cli.bridge, &dir, "wide", &|port| bridge_config(port, "wide", "")).await?;
@@ -933,7 +954,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         measure_consumers(&brokers, &registry.url, topic, cli.consumer_events).await;
     }
     registry.stop();
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
