@@ -52,8 +52,9 @@ impl Client {
         Ok(())
     }
 
-    /// POSTs `body` with its `Stripe-Signature`; the answer's status, 0 when there was none.
-    pub(crate) async fn post(&self, body: &[u8], signature: &str) -> u16 {
+    /// POSTs `body` with its signed header lines (`name: value\r\n` each);
+    /// the answer's status, 0 when there was none.
+    pub(crate) async fn post(&self, body: &[u8], signed: &str) -> u16 {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut connection = match idle {
             Some(connection) => connection,
@@ -62,7 +63,7 @@ impl Client {
                 Err(_) => return 0,
             },
         };
-        match tokio::time::timeout(TIMEOUT, connection.exchange(&self.head, body, signature)).await {
+        match tokio::time::timeout(TIMEOUT, connection.exchange(&self.head, body, signed)).await {
             Ok(Ok((status, keep_alive))) => {
                 if keep_alive {
                     self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(connection);
@@ -84,9 +85,9 @@ impl Connection {
 
     /// Writes one request and reads its answer: the status, and whether the
     /// connection may carry the next request.
-    async fn exchange(&mut self, head: &str, body: &[u8], signature: &str) -> std::io::Result<(u16, bool)> {
+    async fn exchange(&mut self, head: &str, body: &[u8], signed: &str) -> std::io::Result<(u16, bool)> {
         self.request.clear();
-        write!(self.request, "{head}stripe-signature: {signature}\r\ncontent-length: {}\r\n\r\n", body.len())?;
+        write!(self.request, "{head}{signed}content-length: {}\r\n\r\n", body.len())?;
         self.request.extend_from_slice(body);
         self.stream.write_all(&self.request).await?;
 
@@ -160,20 +161,20 @@ mod tests {
         let server = tokio::spawn(async move { axum::serve(listener, app).await });
         let client = Client::new(&format!("http://{address}/webhooks/stripe")).expect("client");
 
-        assert_eq!(client.post(b"{\"id\":1}", "t=1,v1=ab").await, 200);
-        assert_eq!(client.post(b"{\"id\":1}", "t=1,v1=00").await, 400);
-        assert_eq!(client.post(b"{\"id\":2}", "t=1,v1=ab").await, 400);
+        assert_eq!(client.post(b"{\"id\":1}", "stripe-signature: t=1,v1=ab\r\n").await, 200);
+        assert_eq!(client.post(b"{\"id\":1}", "stripe-signature: t=1,v1=00\r\n").await, 400);
+        assert_eq!(client.post(b"{\"id\":2}", "stripe-signature: t=1,v1=ab\r\n").await, 400);
         assert_eq!(client.idle.lock().expect("pool").len(), 1, "one connection, kept between requests");
 
         let warmed = Client::new(&format!("http://{address}/webhooks/stripe")).expect("client");
         warmed.connect(3).await.expect("connections opened before the first request");
-        assert_eq!(warmed.post(b"{\"id\":1}", "t=1,v1=ab").await, 200);
+        assert_eq!(warmed.post(b"{\"id\":1}", "stripe-signature: t=1,v1=ab\r\n").await, 200);
         assert_eq!(warmed.idle.lock().expect("pool").len(), 3, "the request took an opened connection, not a fourth");
 
         server.abort();
         let _ = server.await;
         let closed = Client::new(&format!("http://{address}/webhooks/stripe")).expect("client");
-        assert_eq!(closed.post(b"{}", "t=1,v1=ab").await, 0, "nothing listens any more");
+        assert_eq!(closed.post(b"{}", "stripe-signature: t=1,v1=ab\r\n").await, 0, "nothing listens any more");
         assert!(closed.connect(1).await.is_err(), "nothing to connect to");
     }
 }

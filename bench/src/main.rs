@@ -32,9 +32,15 @@ use std::time::{Duration, Instant};
 
 mod http1;
 mod instructions;
+mod webhooks;
+
+use webhooks::{SECRET, Webhook};
 
 #[derive(Debug, Parser)]
 struct Cli {
+    /// The webhooks sent, in every scenario of the run.
+    #[arg(long, value_enum, default_value_t = Webhook::Stripe)]
+    webhook: Webhook,
     /// Requests per measured run.
     #[arg(long, default_value_t = 20_000)]
     requests: usize,
@@ -90,7 +96,6 @@ struct Cli {
     http_limit_server: Option<String>,
 }
 
-const SECRET: &str = "whsec_bench_secret_0123456789";
 /// `server.max_in_flight` of the bridge in the overload run, which opens
 /// eight times as many connections.
 const MAX_IN_FLIGHT: usize = 128;
@@ -135,7 +140,7 @@ fn main() -> anyhow::Result<()> {
 
 fn http_limit_server(listen: &str) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
-        let app = axum::Router::new().route("/webhooks/stripe", axum::routing::post(|| async { "ok" }));
+        let app = axum::Router::new().route("/webhooks/{source}", axum::routing::post(|| async { "ok" }));
         // The bridge's accept queue and TCP_NODELAY.
         let address = listen.parse().with_context(|| format!("{listen}: not an ip:port"))?;
         axum::serve(schemas::net::no_delay(schemas::net::listen(address)?), app).await?;
@@ -143,54 +148,26 @@ fn http_limit_server(listen: &str) -> anyhow::Result<()> {
     })
 }
 
-/// A ~2 KB Stripe-style event with a unique id.
-fn event(n: usize) -> Vec<u8> {
-    let mut metadata = serde_json::Map::new();
-    for i in 0..40 {
-        metadata.insert(format!("field_{i:02}"), serde_json::Value::String(format!("value-{n}-{i:04}-padding")));
-    }
-    let now = chrono::Utc::now().timestamp();
-    serde_json::to_vec(&serde_json::json!({
-        "id": format!("evt_bench_{n}_{}", now), "object": "event", "api_version": "2024-06-20", "created": now,
-        "type": "payment_intent.succeeded", "livemode": false, "pending_webhooks": 1,
-        "request": {"id": format!("req_{n}"), "idempotency_key": null},
-        "data": {"object": {
-            "id": format!("pi_bench_{}", n % 1000), "object": "payment_intent", "amount": 1000 + n as i64, "amount_received": 1000 + n as i64,
-            "currency": "usd", "status": "succeeded", "customer": format!("cus_{}", n % 97), "created": now - 5,
-            "description": "Benchmark order", "payment_method": "pm_card_visa", "latest_charge": format!("ch_{n}"),
-            "livemode": false, "metadata": metadata
-        }}
-    }))
-    .unwrap_or_default()
-}
-
-fn signed(body: &[u8]) -> String {
-    let t = chrono::Utc::now().timestamp().to_string();
-    let mac = bridge::verify::mac(bridge::verify::Algorithm::Sha256, SECRET.as_bytes(), &[t.as_bytes(), b".", body]);
-    format!("t={t},v1={}", hex::encode(mac))
-}
-
 /// Numbers the signed events, so that every delivery of every run is new
 /// to the bridge (a repeated id would take its cheap duplicate path).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Events {
+    webhook: Webhook,
+    /// This run's start (unix seconds), in every delivery id.
+    run: i64,
     next: usize,
 }
 
 impl Events {
-    /// The next `count` events, each signed now (within Stripe's 5-minute tolerance).
+    fn new(webhook: Webhook) -> Self {
+        Self { webhook, run: chrono::Utc::now().timestamp(), next: 0 }
+    }
+
+    /// The next `count` webhooks, each signed now (within Stripe's 5-minute tolerance).
     fn take(&mut self, count: usize) -> Arc<Vec<(Vec<u8>, String)>> {
         let first = self.next;
         self.next += count;
-        Arc::new(
-            (first..first + count)
-                .map(|n| {
-                    let body = event(n);
-                    let signature = signed(&body);
-                    (body, signature)
-                })
-                .collect(),
-        )
+        Arc::new((first..first + count).map(|n| self.webhook.signed(n, self.run)).collect())
     }
 }
 
@@ -667,13 +644,14 @@ trait Pid {
     fn pid(&self) -> u32;
 }
 
-/// Starts the bridge binary with `config(port)` written to `dir/name.toml`, and waits until it answers.
-/// `launcher` is a command the binary is run under (valgrind), if any.
+/// Starts the bridge binary with `config(port)` written to `dir/name.toml`, and waits until it answers;
+/// webhooks go to its `source`. `launcher` is a command the binary is run under (valgrind), if any.
 async fn start_bridge(
     launcher: &[String],
     binary: &std::path::Path,
     dir: &std::path::Path,
     name: &str,
+    source: &str,
     config: &dyn Fn(u16) -> String,
 ) -> anyhow::Result<Running<Killed>> {
     let port = testbed::free_port()?;
@@ -696,7 +674,7 @@ async fn start_bridge(
         .stdout(Stdio::null())
         .spawn()
         .with_context(|| format!("starting {}", binary.display()))?;
-    let bridge = Running { process: Killed(child), url: format!("http://127.0.0.1:{port}/webhooks/stripe") };
+    let bridge = Running { process: Killed(child), url: format!("http://127.0.0.1:{port}/webhooks/{source}") };
     wait_http(&format!("http://127.0.0.1:{port}/healthz")).await?;
     Ok(bridge)
 }
@@ -781,20 +759,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let dedup = cli.dedup_max_deliveries.map(|n| format!("[dedup]\nmax_deliveries = {n}\n")).unwrap_or_default();
     let bridge_config = |port: u16, name: &str, server: &str| {
         format!(
-            "{dedup}[server]\nlisten = \"127.0.0.1:{port}\"\n{server}[kafka]\nbrokers = \"{brokers}\"\npartitions = 3\ndeliveries_topic = \"_bench_{name}_deliveries\"\n[registry]\nurl = \"{}\"\n[catalog]\ndir = \"{}\"\n[sources.stripe]\nprovider = \"stripe\"\nsecrets_file = \"{}\"\nkey_pointer = \"/data/object/id\"\nversion_pointer = \"/api_version\"\n",
+            "{dedup}[server]\nlisten = \"127.0.0.1:{port}\"\n{server}[kafka]\nbrokers = \"{brokers}\"\npartitions = 3\ndeliveries_topic = \"_bench_{name}_deliveries\"\n[registry]\nurl = \"{}\"\n[catalog]\ndir = \"{}\"\n{}",
             registry.url,
             root.join("schemas/catalog").display(),
-            dir.join("secret").display()
+            Webhook::sources_config(&dir.join("secret")),
         )
     };
-    let topic = "webhooks.stripe.payment_intent.succeeded";
+    let (topic, source) = (cli.webhook.topic(), cli.webhook.source());
     let (narrow, wide) = (cli.concurrency, cli.concurrency * 4);
     let rounds = cli.rounds.max(1);
-    let mut events = Events::default();
+    let mut events = Events::new(cli.webhook);
 
     if cli.instructions {
         eprintln!("▶ the bridge under callgrind: warm-up, then {} webhooks from {narrow} connections", cli.requests);
-        let bridge = start_bridge(&instructions::launcher(&dir), &cli.bridge, &dir, "bridge", &|port| {
+        let bridge = start_bridge(&instructions::launcher(&dir), &cli.bridge, &dir, "bridge", source, &|port| {
             bridge_config(port, "bridge", "")
         })
         .await?;
@@ -803,6 +781,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         let load = closed_loop(&bridge.url, events.take(cli.requests), narrow).await;
         let dump = instructions::dump(bridge.pid(), &dir)?;
         anyhow::ensure!(load.errors == 0, "{} of {} webhooks were not answered 200", load.errors, cli.requests);
+        println!("webhooks: {}", cli.webhook.describe());
         print!("{}", instructions::report(&dump, cli.requests)?);
         let kept = root.join("target/callgrind.bridge.out");
         std::fs::copy(&dump, &kept).with_context(|| format!("keeping the profile at {}", kept.display()))?;
@@ -816,7 +795,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // Everything measured in the rounds is started first, then measured in
     // turns: a ratio compares runs seconds apart, not minutes.
     eprintln!("▶ starting the bridge (two instances: {narrow} and {wide} connections) and what it is compared with");
-    let bridge = start_bridge(&[], &cli.bridge, &dir, "bridge", &|port| bridge_config(port, "bridge", "")).await?;
+    let bridge =
+        start_bridge(&[], &cli.bridge, &dir, "bridge", source, &|port| bridge_config(port, "bridge", "")).await?;
     if cli.consumers_only {
         closed_loop(&bridge.url, events.take(cli.consumer_events), narrow).await;
         drop(bridge);
@@ -824,7 +804,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         registry.stop();
         return Ok(());
     }
-    let wide_bridge = start_bridge(&[], &cli.bridge, &dir, "wide", &|port| bridge_config(port, "wide", "")).await?;
+    let wide_bridge =
+        start_bridge(&[], &cli.bridge, &dir, "wide", source, &|port| bridge_config(port, "wide", "")).await?;
     closed_loop(&bridge.url, events.take(WARM_UP), narrow).await;
     // The wide bridge's warm-up is a restart under load: its first
     // webhooks all at once, their schema already in the registry (the
@@ -870,7 +851,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // or three seconds missed the broker's slower moments.
     let half_count = ((half_rate * 10.0) as usize).max(1000);
     eprintln!("▶ bridge at half its peak rate ({half_rate:.0}/s)");
-    let metrics_url = bridge.url.replace("/webhooks/stripe", "/metrics");
+    let metrics_url = bridge.url.replace(&format!("/webhooks/{source}"), "/metrics");
     let histograms_before = BridgeHistograms::parse(&scrape(&metrics_url).await);
     let threads_before = ThreadTicks::of(bridge.pid());
     let (half, ticks) =
@@ -914,7 +895,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // (503) with memory staying bounded.
     let overload_connections = MAX_IN_FLIGHT * 8;
     eprintln!("▶ bridge overloaded: {overload_connections} connections, max_in_flight {MAX_IN_FLIGHT}");
-    let overloaded = start_bridge(&[], &cli.bridge, &dir, "overload", &|port| {
+    let overloaded = start_bridge(&[], &cli.bridge, &dir, "overload", source, &|port| {
         bridge_config(port, "overload", &format!("max_in_flight = {MAX_IN_FLIGHT}\n"))
     })
     .await?;
@@ -992,13 +973,13 @@ impl Limits {
                     .args(["--http-limit-server", &format!("127.0.0.1:{http_port}")])
                     .spawn()?,
             ),
-            url: format!("http://127.0.0.1:{http_port}/webhooks/stripe"),
+            url: format!("http://127.0.0.1:{http_port}/webhooks/{}", cli.webhook.source()),
         };
         wait_http(&http.url).await?;
         closed_loop(&http.url, events.take(WARM_UP), cli.concurrency).await;
         let peer = match &cli.python {
             None => None,
-            Some(python) => match start_peer(python, root, dir, brokers, registry).await {
+            Some(python) => match start_peer(python, root, dir, brokers, registry, cli.webhook).await {
                 Ok(peer) => {
                     closed_loop(&peer.url, events.take(WARM_UP), cli.concurrency).await;
                     Some(peer)
@@ -1031,9 +1012,10 @@ async fn start_peer(
     dir: &std::path::Path,
     brokers: &str,
     registry: &schemas::registry::RunningRegistry,
+    webhook: Webhook,
 ) -> anyhow::Result<Running<KilledGroup>> {
-    let subject = "webhooks.stripe.payment_intent.succeeded-value";
-    let latest = registry.registry.version(subject, schemas::registry::VersionSpec::Latest, false)?;
+    // The schema the bridge registered for these webhooks, encoded with the same id.
+    let latest = registry.registry.version(&webhook.subject(), schemas::registry::VersionSpec::Latest, false)?;
     std::fs::write(dir.join("schema.avsc"), latest.schema.as_bytes())?;
     schemas::topics::ensure_topic(brokers, "bench.peer", 3, &[]).await?;
     let peer_port = testbed::free_port()?;
@@ -1048,9 +1030,10 @@ async fn start_peer(
                 .env("PEER_TOPIC", "bench.peer")
                 .env("PEER_SCHEMA", dir.join("schema.avsc"))
                 .env("PEER_SCHEMA_ID", latest.id.to_string())
-                .env("PEER_SECRET", SECRET),
+                .env("PEER_SECRET", SECRET)
+                .env("PEER_WEBHOOK", webhook.source()),
         )?,
-        url: format!("http://127.0.0.1:{peer_port}/webhooks/stripe"),
+        url: format!("http://127.0.0.1:{peer_port}/webhooks/{}", webhook.source()),
     };
     wait_http(&peer.url).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -1228,6 +1211,7 @@ fn print_table(runs: &[Measured], cli: &Cli) {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         os()
     );
+    println!("webhooks: {}", cli.webhook.describe());
     println!(
         "{:<54} {:>8} {:>5} {:>4} {:>9} {:>13} {:>8} {:>8} {:>11} {:>8} {:>6}",
         "scenario", "requests", "conc", "runs", "per s", "range", "p50 ms", "p99 ms", "CPU µs/req", "RSS MiB", "errors"
