@@ -26,15 +26,16 @@ use std::collections::HashMap;
 /// Where a record came from.
 pub const ORIGINS: [&str; 3] = ["webhook", "reconciliation", "replay"];
 
-/// The envelope fields of one delivery.
+/// The envelope fields of one delivery, borrowed from the request and the
+/// configuration: framing a record copies each once, into the record.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Envelope {
+pub struct Envelope<'a> {
     /// The provider's delivery id.
-    pub delivery_id: String,
+    pub delivery_id: &'a str,
     /// The configured source name.
-    pub source: String,
+    pub source: &'a str,
     /// The event type.
-    pub event_type: String,
+    pub event_type: &'a str,
     /// Catalog version of the payload schema.
     pub schema_version: i32,
     /// When the bridge received it (ms since the epoch).
@@ -42,11 +43,11 @@ pub struct Envelope {
     /// When the provider says it happened (ms since the epoch).
     pub occurred_at_ms: Option<i64>,
     /// `webhook`, `reconciliation` or `replay`.
-    pub origin: String,
+    pub origin: &'a str,
     /// Selected request headers.
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<(&'a str, &'a str)>,
     /// The raw body, if kept.
-    pub raw: Option<String>,
+    pub raw: Option<&'a str>,
 }
 
 /// Wraps a payload schema (JSON) in the envelope record. The envelope is
@@ -77,13 +78,13 @@ pub fn wrap_schema(payload: &Json) -> Json {
 }
 
 /// The envelope record value around `payload`.
-pub fn envelope_value(envelope: &Envelope, payload: Value) -> Value {
+pub fn envelope_value(envelope: &Envelope<'_>, payload: Value) -> Value {
     let headers: HashMap<String, Value> =
-        envelope.headers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+        envelope.headers.iter().map(|&(k, v)| (k.to_owned(), Value::String(v.to_owned()))).collect();
     Value::Record(vec![
-        ("delivery_id".into(), Value::String(envelope.delivery_id.clone())),
-        ("source".into(), Value::String(envelope.source.clone())),
-        ("event_type".into(), Value::String(envelope.event_type.clone())),
+        ("delivery_id".into(), Value::String(envelope.delivery_id.to_owned())),
+        ("source".into(), Value::String(envelope.source.to_owned())),
+        ("event_type".into(), Value::String(envelope.event_type.to_owned())),
         ("schema_version".into(), Value::Int(envelope.schema_version)),
         ("received_at".into(), Value::TimestampMillis(envelope.received_at_ms)),
         (
@@ -93,12 +94,12 @@ pub fn envelope_value(envelope: &Envelope, payload: Value) -> Value {
                 None => Value::Union(0, Box::new(Value::Null)),
             },
         ),
-        ("origin".into(), Value::String(envelope.origin.clone())),
+        ("origin".into(), Value::String(envelope.origin.to_owned())),
         ("headers".into(), Value::Map(headers)),
         (
             "raw".into(),
-            match &envelope.raw {
-                Some(raw) => Value::Union(1, Box::new(Value::String(raw.clone()))),
+            match envelope.raw {
+                Some(raw) => Value::Union(1, Box::new(Value::String(raw.to_owned()))),
                 None => Value::Union(0, Box::new(Value::Null)),
             },
         ),
@@ -110,9 +111,9 @@ pub fn envelope_value(envelope: &Envelope, payload: Value) -> Value {
 /// `schema_id`, the envelope's fields and the payload already encoded by
 /// [`Transcoder::encode`](crate::transcode::Transcoder::encode), in the
 /// Avro binary encoding of [`wrap_schema`]'s record.
-pub fn frame_delivery(schema_id: crate::wire::SchemaId, envelope: &Envelope, payload_avro: &[u8]) -> Vec<u8> {
+pub fn frame_delivery(schema_id: crate::wire::SchemaId, envelope: &Envelope<'_>, payload_avro: &[u8]) -> Vec<u8> {
     use crate::transcode::{write_bytes, write_long};
-    let raw_len = envelope.raw.as_ref().map_or(0, String::len);
+    let raw_len = envelope.raw.map_or(0, str::len);
     let mut out = Vec::with_capacity(crate::wire::HEADER_LEN + 256 + raw_len + payload_avro.len());
     out.extend_from_slice(&crate::wire::header(schema_id));
     write_bytes(&mut out, envelope.delivery_id.as_bytes());
@@ -130,13 +131,13 @@ pub fn frame_delivery(schema_id: crate::wire::SchemaId, envelope: &Envelope, pay
     write_bytes(&mut out, envelope.origin.as_bytes());
     if !envelope.headers.is_empty() {
         write_long(&mut out, envelope.headers.len() as i64);
-        for (name, value) in &envelope.headers {
+        for &(name, value) in &envelope.headers {
             write_bytes(&mut out, name.as_bytes());
             write_bytes(&mut out, value.as_bytes());
         }
     }
     out.push(0);
-    match &envelope.raw {
+    match envelope.raw {
         Some(raw) => {
             write_long(&mut out, 1);
             write_bytes(&mut out, raw.as_bytes());

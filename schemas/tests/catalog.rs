@@ -53,16 +53,17 @@ fn every_sample_transcodes_and_encodes_in_its_envelope() {
         let version = schemas.select(body.get("api_version").and_then(Value::as_str));
         let payload =
             Transcoder::new(version.payload.clone()).transcode(&body).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let raw = body.to_string();
         let envelope = Envelope {
-            delivery_id: "d1".into(),
-            source: source.into(),
-            event_type: event.into(),
+            delivery_id: "d1",
+            source,
+            event_type: event,
             schema_version: version.version as i32,
             received_at_ms: 1,
             occurred_at_ms: None,
-            origin: "webhook".into(),
-            headers: vec![("user-agent".into(), "test".into())],
-            raw: Some(body.to_string()),
+            origin: "webhook",
+            headers: vec![("user-agent", "test")],
+            raw: Some(&raw),
         };
         let bytes = schemas::wire::encode_avro(&version.envelope, envelope_value(&envelope, payload))
             .unwrap_or_else(|e| panic!("{file}: {e}"));
