@@ -66,6 +66,61 @@ async fn stripe_event_lands_typed_on_its_topic() {
     );
 }
 
+/// Records go out LZ4-compressed (the default), and librdkafka's broker
+/// thread keeps one LZ4 context from message set to message set
+/// (vendor/README.md): sets of every size, one at a time and several at
+/// once (past LZ4's 64 KB block, with small ones after them), must all read
+/// back whole. The bodies stay within the tests' 64 KB body limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn lz4_message_sets_of_every_size_read_back_whole() {
+    let stack = Stack::start().await;
+    // Text that compresses as JSON does, not as one repeated byte.
+    let text = |len: usize, seed: u64| -> String {
+        let alphabet = b"abcdefghij klmnop\"qrstuvwxyz0123456789{}:,";
+        let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        (0..len)
+            .map(|_| {
+                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                char::from(alphabet[(state >> 40) as usize % alphabet.len()])
+            })
+            .collect()
+    };
+    let body = |i: usize, padding: usize| {
+        let mut event = sample("stripe/payment_intent.succeeded.json");
+        event["id"] = json!(format!("evt_lz4_{i}"));
+        event["padding"] = json!(text(padding, i as u64));
+        serde_json::to_vec(&event).expect("json")
+    };
+    let mut sent = std::collections::HashMap::new();
+    // One at a time: each its own message set.
+    for (i, padding) in [0, 62_000, 10, 40_000, 3_000, 0, 62_000, 50].into_iter().enumerate() {
+        let body = body(i, padding);
+        let (status, answer, _) =
+            stack.post("stripe", &stripe_headers(&body, STRIPE_SECRET, now()), body.clone()).await;
+        assert_eq!(status, 200, "{answer}");
+        sent.insert(format!("evt_lz4_{i}"), body);
+    }
+    // Several at once, so that sets hold more than one record.
+    let stack = &stack;
+    let at_once = (8..40).map(|i| {
+        let body = body(i, (i * 7_919) % 60_000);
+        sent.insert(format!("evt_lz4_{i}"), body.clone());
+        let headers = stripe_headers(&body, STRIPE_SECRET, now());
+        async move { stack.post("stripe", &headers, body).await.0 }
+    });
+    let statuses = futures::future::join_all(at_once.collect::<Vec<_>>()).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+
+    let records = stack.records("webhooks.stripe.payment_intent.succeeded", sent.len());
+    assert_eq!(records.len(), sent.len());
+    for message in &records {
+        let decoded = stack.decoder().decode(message.payload()).await.expect("decodes through the registry").value;
+        let id = string(field(&decoded, "delivery_id"));
+        let body = sent.get(id).unwrap_or_else(|| panic!("{id} was not sent"));
+        assert_eq!(string(field(&decoded, "raw")).as_bytes(), body.as_slice(), "{id}: the raw body, byte for byte");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn stripe_api_version_selects_the_schema_version() {
     let stack = Stack::start().await;

@@ -4820,6 +4820,9 @@ void rd_kafka_broker_destroy_final(rd_kafka_broker_t *rkb) {
         if (rkb->rkb_recv_buf)
                 rd_kafka_buf_destroy(rkb->rkb_recv_buf);
 
+        if (rkb->rkb_lz4_cctx)
+                rd_kafka_lz4_cctx_destroy(rkb->rkb_lz4_cctx);
+
         if (rkb->rkb_rsal)
                 rd_sockaddr_list_destroy(rkb->rkb_rsal);
 

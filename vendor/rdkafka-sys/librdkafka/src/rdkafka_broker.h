@@ -296,6 +296,11 @@ struct rd_kafka_broker_s { /* rd_kafka_broker_t */
                                        * up from IO-wait when
                                        * queues have content. */
 
+        /**< The broker thread's LZ4F compression context, kept from one
+         *   message set to the next (LZ4F_compressBegin reuses its
+         *   buffers), or NULL. Only the broker thread uses it. */
+        void *rkb_lz4_cctx;
+
         /**< Current, exponentially increased, reconnect backoff. */
         int rkb_reconnect_backoff_ms;
 

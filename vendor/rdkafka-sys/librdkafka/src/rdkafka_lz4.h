@@ -39,6 +39,8 @@ rd_kafka_resp_err_t rd_kafka_lz4_decompress(rd_kafka_broker_t *rkb,
                                             void **outbuf,
                                             size_t *outlenp);
 
+void rd_kafka_lz4_cctx_destroy(void *cctx);
+
 rd_kafka_resp_err_t rd_kafka_lz4_compress(rd_kafka_broker_t *rkb,
                                           int proper_hc,
                                           int comp_level,
