@@ -767,10 +767,6 @@ impl App {
     }
 }
 
-/// The request headers as a JSON object, for the dead-letter record, so a
-/// replay can type the delivery again (credentials left out).
-/// The body as text: as it is when it is UTF-8 (every JSON body that
-/// parsed), else with invalid bytes replaced.
 /// The body as text: borrowed when it is UTF-8 (as every body that parsed
 /// as JSON is), with U+FFFD for the bad bytes otherwise. `from_utf8` checks
 /// first because it is the fast check: `from_utf8_lossy` walks the bytes in
@@ -782,6 +778,8 @@ fn body_text(body: &[u8]) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// The request headers as a JSON object, for the dead-letter record, so a
+/// replay can type the delivery again (credentials left out).
 fn original_headers(headers: &HeaderMap) -> String {
     let map: serde_json::Map<String, Value> = headers
         .iter()

@@ -324,6 +324,13 @@ done:
 
 
 /**
+ * @brief Frees a broker thread's kept compression context.
+ */
+void rd_kafka_lz4_cctx_destroy(void *cctx) {
+        LZ4F_freeCompressionContext((LZ4F_compressionContext_t)cctx);
+}
+
+/**
  * Allocate space for \p *outbuf and compress all \p iovlen buffers in \p iov.
  * @param proper_hc generate a proper HC (checksum) (kafka >=0.10.0.0,
  * MsgVersion >= 1)
@@ -333,13 +340,6 @@ done:
  *
  * @returns allocated buffer in \p *outbuf, length in \p *outlenp.
  */
-/**
- * @brief Frees a broker thread's kept compression context.
- */
-void rd_kafka_lz4_cctx_destroy(void *cctx) {
-        LZ4F_freeCompressionContext((LZ4F_compressionContext_t)cctx);
-}
-
 rd_kafka_resp_err_t rd_kafka_lz4_compress(rd_kafka_broker_t *rkb,
                                           int proper_hc,
                                           int comp_level,
