@@ -1256,6 +1256,12 @@ fn print_table(runs: &[Measured], cli: &Cli) {
     let to_peer = per_round(&|r| Some(at(r, BRIDGE, cli.concurrency)? / at(r, PEER, cli.concurrency)?));
     println!();
     println!("bridge (best) / Kafka limit (best): {}", ratios_line(&to_kafka));
+    for concurrency in [cli.concurrency, cli.concurrency * 4] {
+        let same = per_round(&|r| Some(at(r, BRIDGE, concurrency)? / at(r, KAFKA, concurrency)?));
+        if !same.is_empty() {
+            println!("bridge / Kafka limit, both at {concurrency} in flight: {}", ratios_line(&same));
+        }
+    }
     println!("bridge (best) / HTTP limit: {}", ratios_line(&to_http));
     println!("bridge / Python peer, both at {} connections: {}", cli.concurrency, ratios_line(&to_peer));
     let generator: Vec<String> = summaries
@@ -1267,6 +1273,13 @@ fn print_table(runs: &[Measured], cli: &Cli) {
         .collect();
     if !generator.is_empty() {
         println!("load generator (this process, on the same cores), CPU µs per request: {}", generator.join(", "));
+    }
+
+    let limit = per_round(&|r| Some(best(r, KAFKA)?.min(best(r, HTTP)?)));
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let limit = (!limit.is_empty()).then(|| median(limit.into_iter()));
+    for line in floor_lines(&summaries, cli.concurrency, cores, limit) {
+        println!("{line}");
     }
 
     let find = |name: &str, concurrency: usize| {
@@ -1297,6 +1310,35 @@ fn print_table(runs: &[Measured], cli: &Cli) {
     );
 }
 
+/// What the two limits cost by themselves on these cores, from the run's
+/// own medians at `concurrency`: the floor under the bridge's CPU per
+/// webhook (an HTTP request and an `acks=all` record), and what the
+/// throughput target (0.8 × `limit`, the lower limit's best rate) leaves
+/// per webhook of the `cores` shared by the bridge, the load generator and
+/// the broker. Nothing when the run has not measured the limits.
+fn floor_lines(summaries: &[Summary], concurrency: usize, cores: usize, limit: Option<f64>) -> Vec<String> {
+    let row = |name: &str| summaries.iter().find(|s| s.row.name == name && s.row.concurrency == concurrency);
+    let cpu = |name: &str| row(name).and_then(|s| s.row.cpu_us_per_request);
+    let (Some(http), Some(kafka), Some(bridge)) = (cpu(HTTP), cpu(KAFKA), cpu(BRIDGE)) else {
+        return Vec::new();
+    };
+    let floor = http + kafka;
+    let mut lines = vec![format!(
+        "the limits' own CPU at {concurrency} connections: HTTP {http:.1} µs per request + Kafka {kafka:.1} µs per record = {floor:.1} µs per webhook; the bridge: {bridge:.1} ({:.1} above that floor)",
+        bridge - floor
+    )];
+    let generator = row(BRIDGE).and_then(|s| s.row.generator_cpu_us_per_request);
+    if let (Some(limit), Some(generator)) = (limit, generator) {
+        let target = 0.8 * limit;
+        let budget = cores as f64 * 1e6 / target;
+        lines.push(format!(
+            "0.8 × the lower limit ({limit:.0}/s) = {target:.0}/s would leave {budget:.1} µs of the {cores} cores per webhook for the bridge, the load generator and the broker together; the limits' floor and the generator ({generator:.1}) take {:.1} of it before the bridge's own work and the broker's",
+            floor + generator
+        ));
+    }
+    lines
+}
+
 fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "NOT met" }
 }
@@ -1308,4 +1350,45 @@ fn os() -> String {
             c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(name: &str, concurrency: usize, cpu: f64, generator: Option<f64>) -> Summary {
+        Summary {
+            row: Measured {
+                name: name.into(),
+                concurrency,
+                cpu_us_per_request: Some(cpu),
+                generator_cpu_us_per_request: generator,
+                ..Measured::default()
+            },
+            runs: 3,
+            slowest: 0.0,
+            fastest: 0.0,
+        }
+    }
+
+    #[test]
+    fn the_floor_is_the_limits_own_cpu_and_the_target_leaves_the_cores_over_its_rate() {
+        let summaries = [
+            summary(BRIDGE, 256, 40.0, Some(9.0)),
+            summary(BRIDGE, 64, 46.0, Some(9.5)),
+            summary(HTTP, 64, 7.0, Some(6.5)),
+            summary(KAFKA, 64, 9.5, None),
+        ];
+        let lines = floor_lines(&summaries, 64, 2, Some(100_000.0));
+        assert_eq!(
+            lines,
+            [
+                "the limits' own CPU at 64 connections: HTTP 7.0 µs per request + Kafka 9.5 µs per record = 16.5 µs per webhook; the bridge: 46.0 (29.5 above that floor)",
+                // 2 cores / 80 000 per second = 25 µs; 16.5 + 9.5 = 26.
+                "0.8 × the lower limit (100000/s) = 80000/s would leave 25.0 µs of the 2 cores per webhook for the bridge, the load generator and the broker together; the limits' floor and the generator (9.5) take 26.0 of it before the bridge's own work and the broker's",
+            ]
+        );
+        assert_eq!(floor_lines(&summaries, 64, 2, None).len(), 1, "no budget without the limits' rates");
+        assert!(floor_lines(&summaries[..2], 64, 2, Some(1.0)).is_empty(), "a bridge-only run has no floor");
+    }
 }
