@@ -2,9 +2,10 @@
 //! for deduplication within a window, also across restarts.
 //!
 //! Each delivery the bridge produced (or dead-lettered) is recorded, with
-//! where it landed, in the topic `_bridge_deliveries`. The deliveries of a
-//! few milliseconds are written together as one Kafka record (a JSON array),
-//! so the log costs the broker one record per batch, not one per delivery.
+//! where it landed, in the topic `_bridge_deliveries`. The deliveries of
+//! 50 ms ([`BATCH_LINGER`]) are written together as one Kafka record (a JSON
+//! array), so the log costs the broker one record per batch, not one per
+//! delivery.
 //! The topic keeps records for the dedup window and a day more
 //! (`cleanup.policy=delete`, `retention.ms`): what is older can no longer
 //! make a duplicate, so a restart reads one window, not the whole history:
@@ -88,8 +89,17 @@ pub struct DeliveryRecord {
 /// view when it wrote them) and reads only other instances'.
 const WRITER_HEADER: &str = "bridge_instance";
 
-/// How long recorded deliveries wait to be written together.
-const BATCH_LINGER: Duration = Duration::from_millis(5);
+/// How long recorded deliveries wait to be written together: under load a
+/// log record every 50 ms, not one per delivery or every few milliseconds.
+/// Every record written is a record batch the log's readers fetch past:
+/// tansu 0.6 (the embedded broker) lists all of a partition's batches on
+/// each fetch, under the lock its produces need, and this bridge's own tail
+/// fetches the log several times a second, so at 5 ms the broker's
+/// acknowledgements of the webhooks' records slowed as the log grew (half
+/// of peak, p99 from 6 to 14–20 ms over five ten-second runs; flat at 50
+/// ms; BENCHMARKS.md, 2026-12-06). A crash loses at most this much of the
+/// log: a redelivery of those deliveries may then be produced twice.
+pub const BATCH_LINGER: Duration = Duration::from_millis(50);
 
 /// At most this many deliveries in one log record (~200 KB of JSON).
 const BATCH_MAX: usize = 500;
@@ -488,8 +498,8 @@ impl DeliveryLog {
         drop(progress);
         // The broker answers a fetch once it holds 1 MiB of new log or
         // after 250 ms: a few fetches a second, however busy. With
-        // `fetch.min.bytes` 1 each of this bridge's own log writes (one
-        // per 5 ms under load) was fetched straight back, and the
+        // `fetch.min.bytes` 1 each of this bridge's own log writes (then
+        // one per 5 ms under load) was fetched straight back, and the
         // broker's acknowledgements of the webhooks' records came later
         // for it (half-peak p99 14–19 ms against 10–12; BENCHMARKS.md).
         // Another instance's deliveries reach this view within ~¼ s.
@@ -581,7 +591,7 @@ impl DeliveryLog {
     }
 
     /// Records a delivery as done: in memory at once, in Kafka with the
-    /// other deliveries of the next few milliseconds, without waiting.
+    /// other deliveries of the next [`BATCH_LINGER`], without waiting.
     pub fn record(&self, sink: &Arc<KafkaSink>, record: DeliveryRecord) {
         self.remember(&record);
         let first = {

@@ -443,6 +443,51 @@ async fn a_redelivery_is_not_produced_twice_even_after_a_restart() {
     assert_eq!(string(field(&decoded, "payload.data.previous_attributes")), r#"{"amount_refunded":0}"#);
 }
 
+/// The delivery log writes the deliveries of 50 ms together (README): a
+/// stream of webhooks becomes a log record per 50 ms, not one each or one
+/// every few milliseconds. Every record is a batch the log's readers fetch
+/// past, and tansu 0.6 lists all of them on each fetch, under the lock its
+/// produces need (BENCHMARKS.md, 2026-12-06). Each write covers at least
+/// 50 ms of arrivals, so the bound holds however slow the machine is.
+#[tokio::test(flavor = "multi_thread")]
+async fn deliveries_are_logged_a_record_per_50_ms_not_one_each() {
+    let mut stack = Stack::start().await;
+    let log = stack.config.kafka.deliveries_topic.clone();
+    // The first of an event type waits for its topic and schema: not timed.
+    let body = stripe_body("evt_logged_first");
+    assert_eq!(stack.post("stripe", &stripe_headers(&body, STRIPE_SECRET, now()), body).await.0, 200);
+    tokio::time::sleep(bridge::deliveries::BATCH_LINGER * 4).await;
+    let before = stack.count(&log);
+    let ids: Vec<String> = (0..40).map(|i| format!("evt_logged_{i}")).collect();
+    let started = std::time::Instant::now();
+    for id in &ids {
+        let body = stripe_body(id);
+        let (status, answer, _) = stack.post("stripe", &stripe_headers(&body, STRIPE_SECRET, now()), body).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let took = started.elapsed();
+    // The batch still pending is written on a graceful stop.
+    stack.stop_bridge().await;
+
+    let after = stack.count(&log);
+    let mut logged = std::collections::HashSet::new();
+    for record in stack.records(&log, after as usize) {
+        let batch: Vec<serde_json::Value> =
+            serde_json::from_slice(record.payload().expect("payload")).expect("an array");
+        logged.extend(batch.iter().filter_map(|d| d["delivery_id"].as_str().map(str::to_owned)));
+    }
+    for id in &ids {
+        assert!(logged.contains(id), "{id} is not in the delivery log");
+    }
+    let written = after - before;
+    let most = took.as_millis() / 50 + 2;
+    assert!(
+        written as u128 <= most,
+        "{} deliveries one after another over {took:?} were logged in {written} records; at most {most} (one per 50 ms, and one at the stop)",
+        ids.len()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn two_bridge_instances_share_their_dedup_view_through_the_log() {
     let stack = Stack::start().await;
