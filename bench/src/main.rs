@@ -1265,7 +1265,9 @@ fn print_table(runs: &[Measured], cli: &Cli) {
     };
     let to_kafka = per_round(&|r| Some(best(r, BRIDGE)? / best(r, KAFKA)?));
     let to_http = per_round(&|r| Some(best(r, BRIDGE)? / best(r, HTTP)?));
-    let to_limit = per_round(&|r| Some(best(r, BRIDGE)? / best(r, KAFKA)?.min(best(r, HTTP)?)));
+    // The lower of the two limits' best rates in a round.
+    let lower_limit = |r: &[&Measured]| Some(best(r, KAFKA)?.min(best(r, HTTP)?));
+    let to_limit = per_round(&|r| Some(best(r, BRIDGE)? / lower_limit(r)?));
     let to_peer = per_round(&|r| Some(at(r, BRIDGE, cli.concurrency)? / at(r, PEER, cli.concurrency)?));
     println!();
     println!("bridge (best) / Kafka limit (best): {}", ratios_line(&to_kafka));
@@ -1288,7 +1290,7 @@ fn print_table(runs: &[Measured], cli: &Cli) {
         println!("load generator (this process, on the same cores), CPU µs per request: {}", generator.join(", "));
     }
 
-    let limit = per_round(&|r| Some(best(r, KAFKA)?.min(best(r, HTTP)?)));
+    let limit = per_round(&lower_limit);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let limit = (!limit.is_empty()).then(|| median(limit.into_iter()));
     for line in floor_lines(&summaries, cli.concurrency, cores, limit) {

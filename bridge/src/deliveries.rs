@@ -3,7 +3,7 @@
 //!
 //! Each delivery the bridge produced (or dead-lettered) is recorded, with
 //! where it landed, in the topic `_bridge_deliveries`. The deliveries of
-//! 50 ms ([`BATCH_LINGER`]) are written together as one Kafka record (a JSON
+//! 50 ms (`BATCH_LINGER`) are written together as one Kafka record (a JSON
 //! array), so the log costs the broker one record per batch, not one per
 //! delivery.
 //! The topic keeps records for the dedup window and a day more
@@ -99,7 +99,7 @@ const WRITER_HEADER: &str = "bridge_instance";
 /// of peak, p99 from 6 to 14–20 ms over five ten-second runs; flat at 50
 /// ms; BENCHMARKS.md, 2026-12-06). A crash loses at most this much of the
 /// log: a redelivery of those deliveries may then be produced twice.
-pub const BATCH_LINGER: Duration = Duration::from_millis(50);
+const BATCH_LINGER: Duration = Duration::from_millis(50);
 
 /// At most this many deliveries in one log record (~200 KB of JSON).
 const BATCH_MAX: usize = 500;
@@ -591,7 +591,7 @@ impl DeliveryLog {
     }
 
     /// Records a delivery as done: in memory at once, in Kafka with the
-    /// other deliveries of the next [`BATCH_LINGER`], without waiting.
+    /// other deliveries of the next 50 ms (`BATCH_LINGER`), without waiting.
     pub fn record(&self, sink: &Arc<KafkaSink>, record: DeliveryRecord) {
         self.remember(&record);
         let first = {
